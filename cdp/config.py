@@ -1,0 +1,111 @@
+"""Settings read from the environment, validated once at start-up.
+
+A missing or malformed setting raises ConfigError with one line that says
+what to fix; the CLI prints it and exits 2 (no traceback).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message says what to fix."""
+
+
+SURVIVORSHIP_RULES = ("source_trust", "most_recent", "most_complete")
+MATCH_RULES = ("cpf", "cnpj", "email", "phone_name", "custom")
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    redis_url: str | None
+    instance_path: Path
+    keys_file: Path
+    keyring_json: str | None = None
+    queue_name: str = "cdp"
+    # Identity resolution (deterministic rules, in priority order).
+    match_rules: tuple[str, ...] = MATCH_RULES
+    name_threshold: float = 85.0
+    # Golden record: how to pick a value when sources disagree.
+    survivorship: tuple[str, ...] = SURVIVORSHIP_RULES
+    resolve_batch_size: int = 500
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @classmethod
+    def from_env(cls, environ: os._Environ | dict | None = None, **overrides) -> "Settings":
+        env = dict(os.environ if environ is None else environ)
+        instance = Path(env.get("CDP_INSTANCE_PATH") or Path.cwd() / "instance").resolve()
+        database_url = normalize_database_url(env.get("DATABASE_URL") or f"sqlite:///{instance / 'cdp.sqlite3'}")
+        _check_database_url(database_url)
+        redis_url = env.get("REDIS_URL") or None
+        if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
+        keys_file = Path(env.get("CDP_KEYS_FILE") or instance / "keys.json")
+        values = dict(
+            database_url=database_url,
+            redis_url=redis_url,
+            instance_path=instance,
+            keys_file=keys_file,
+            keyring_json=env.get("CDP_KEYRING") or None,
+            queue_name=env.get("CDP_QUEUE", "cdp"),
+            match_rules=_choice_list(env, "CDP_MATCH_RULES", MATCH_RULES),
+            name_threshold=_number(env, "CDP_NAME_THRESHOLD", 85.0, 0, 100),
+            survivorship=_choice_list(env, "CDP_SURVIVORSHIP", SURVIVORSHIP_RULES),
+            resolve_batch_size=int(_number(env, "CDP_RESOLVE_BATCH_SIZE", 500, 1, 100_000)),
+        )
+        values.update(overrides)
+        return cls(**values)
+
+
+def _check_database_url(url: str) -> None:
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError("DATABASE_URL is not a valid URL (e.g. postgresql+psycopg://user@host/db)") from None
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise ConfigError(f"DATABASE_URL backend {backend!r} is not supported (use sqlite or postgresql)")
+
+
+def normalize_database_url(url: str) -> str:
+    """Map postgres:// and postgresql:// to the psycopg 3 driver we install
+    (plain postgresql:// would make SQLAlchemy look for psycopg2)."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://"):]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    return url
+
+
+def _choice_list(env: dict, name: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    raw = env.get(name)
+    if not raw:
+        return allowed
+    items = tuple(part.strip() for part in raw.split(",") if part.strip())
+    unknown = [item for item in items if item not in allowed]
+    if unknown or not items:
+        raise ConfigError(f"{name} has unknown value(s) {unknown}; allowed: {', '.join(allowed)}")
+    return items
+
+
+def _number(env: dict, name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number between {low} and {high}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}")
+    return value

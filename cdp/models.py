@@ -1,0 +1,232 @@
+"""Database models. Personal data lives only in *_ct (ciphertext) columns;
+everything else here is ids, keyed hashes, timestamps and non-personal facts.
+"""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from decimal import Decimal
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Numeric,
+    String,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class UTCDateTime(TypeDecorator):
+    """Timestamps stored in UTC and always read back timezone-aware (SQLite
+    drops the offset, which would make ordering and comparisons lie)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None:
+            if value.tzinfo is None:
+                value = value.replace(tzinfo=timezone.utc)
+            value = value.astimezone(timezone.utc)
+            if dialect.name == "sqlite":
+                value = value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime}
+
+
+class DataKey(Base):
+    """A per-subject data key, stored only wrapped by a KEK.
+
+    `wrapped` is NULL once the key is destroyed (crypto-shredding)."""
+
+    __tablename__ = "data_keys"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    kek_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    wrapped: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    destroyed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Source(Base):
+    __tablename__ = "sources"
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    plugin: Mapped[str] = mapped_column(String(100), default="api")
+    # Higher wins in golden-record survivorship.
+    trust: Mapped[int] = mapped_column(Integer, default=50)
+    cursor: Mapped[dict | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class IdentifierKind(Base):
+    """Custom identifier kinds declared by mappings (customer number, a
+    foreign document...), with how they match."""
+
+    __tablename__ = "identifier_kinds"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    match: Mapped[str] = mapped_column(String(16), default="exact")  # exact | fuzzy
+
+
+class Profile(Base):
+    """The unified person. The golden record is ciphertext; provenance says,
+    per field, which source record the value came from (no personal data)."""
+
+    __tablename__ = "profiles"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    key_id: Mapped[str] = mapped_column(ForeignKey("data_keys.id"), index=True)
+    golden_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
+    provenance: Mapped[dict] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="active", index=True)  # active | merged | deleted
+    merged_into: Mapped[str | None] = mapped_column(String(36), index=True)
+    record_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    records: Mapped[list["SourceRecord"]] = relationship(back_populates="profile")
+
+
+class SourceRecord(Base):
+    """One record of one source, current version. (source, external_key) is
+    unique; external_key is a keyed hash because source ids are sometimes
+    personal (a CPF used as customer code)."""
+
+    __tablename__ = "source_records"
+    __table_args__ = (UniqueConstraint("source", "external_key"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    source: Mapped[str] = mapped_column(ForeignKey("sources.name"), index=True)
+    external_key: Mapped[bytes] = mapped_column(LargeBinary(32))
+    external_id_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    key_id: Mapped[str] = mapped_column(ForeignKey("data_keys.id"), index=True)
+    profile_id: Mapped[str | None] = mapped_column(ForeignKey("profiles.id"), index=True)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    content_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    payload_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)  # pending | resolved
+    # Why this record belongs to its profile (rule name), for audits.
+    link_rule: Mapped[str | None] = mapped_column(String(64))
+    observed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    profile: Mapped[Profile | None] = relationship(back_populates="records")
+    identifiers: Mapped[list["Identifier"]] = relationship(cascade="all, delete-orphan", back_populates="record")
+
+
+class RecordVersion(Base):
+    """Earlier versions of a source record (same data key as the record)."""
+
+    __tablename__ = "record_versions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    record_id: Mapped[str] = mapped_column(ForeignKey("source_records.id"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    content_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    payload_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    observed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Identifier(Base):
+    """Blind index of one normalized identifier of a record. `strong` means
+    valid enough to drive deterministic matching (a CPF that fails its check
+    digit is kept with strong=False)."""
+
+    __tablename__ = "identifiers"
+    __table_args__ = (Index("ix_identifiers_lookup", "kind", "blind_index"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    record_id: Mapped[str] = mapped_column(ForeignKey("source_records.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    blind_index: Mapped[bytes] = mapped_column(LargeBinary(16))
+    strong: Mapped[bool] = mapped_column(Boolean, default=True)
+
+    record: Mapped[SourceRecord] = relationship(back_populates="identifiers")
+
+
+class Event(Base):
+    """Something a person did (order, complaint, form, survey answer).
+    Type, time and amount are kept clear for metrics; attributes (which may
+    hold free text) are ciphertext under the record's key."""
+
+    __tablename__ = "events"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    record_id: Mapped[str] = mapped_column(ForeignKey("source_records.id"), index=True)
+    profile_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    type: Mapped[str] = mapped_column(String(64), index=True)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    amount: Mapped[Decimal | None] = mapped_column(Numeric(14, 2))
+    currency: Mapped[str | None] = mapped_column(String(3))
+    attributes_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+    # Declared so the unit of work inserts the record before its events.
+    record: Mapped[SourceRecord] = relationship()
+
+
+class MergeEvent(Base):
+    """Every identity change, with its reason, so it can be audited and undone."""
+
+    __tablename__ = "merge_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))  # merge | split
+    profile_id: Mapped[str] = mapped_column(String(36), index=True)  # surviving / remaining profile
+    other_profile_id: Mapped[str] = mapped_column(String(36), index=True)  # absorbed / split-off profile
+    record_ids: Mapped[list] = mapped_column(JSON)  # records that moved
+    rule: Mapped[str] = mapped_column(String(64))
+    details: Mapped[dict] = mapped_column(JSON, default=dict)
+    actor: Mapped[str] = mapped_column(String(100), default="system")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    undone_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class CannotLink(Base):
+    """A person said these two profiles are different people: automatic
+    resolution must never merge them again."""
+
+    __tablename__ = "cannot_links"
+    __table_args__ = (UniqueConstraint("profile_a", "profile_b"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    profile_a: Mapped[str] = mapped_column(String(36), index=True)
+    profile_b: Mapped[str] = mapped_column(String(36), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100))
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)
+    secret_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    scopes: Mapped[list] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

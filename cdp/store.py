@@ -1,0 +1,154 @@
+"""Engine, sessions and the data-key store shared by every part of the app."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Iterator
+
+from sqlalchemy import create_engine, event, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from cdp import crypto
+from cdp.config import Settings
+from cdp.models import DataKey, new_id, utcnow
+
+
+@lru_cache(maxsize=8)
+def get_engine(database_url: str) -> Engine:
+    if database_url.startswith("sqlite"):
+        engine = create_engine(database_url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA journal_mode=WAL")
+            # Overwrite freed pages with zeros, so shredded or deleted
+            # ciphertext does not linger in the file.
+            cur.execute("PRAGMA secure_delete=ON")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        return engine
+    return create_engine(database_url, pool_pre_ping=True)
+
+
+@dataclass
+class Runtime:
+    """What a request, a CLI command or a job needs: settings, keys, a DB."""
+
+    settings: Settings
+    keyring: crypto.Keyring
+    engine: Engine = field(init=False)
+    sessionmaker: sessionmaker = field(init=False)
+
+    def __post_init__(self):
+        self.engine = get_engine(self.settings.database_url)
+        self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+
+    @classmethod
+    def from_env(cls) -> "Runtime":
+        settings = Settings.from_env()
+        return cls(settings, crypto.Keyring.load(settings))
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self.sessionmaker() as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    def keys(self, session: Session) -> "KeyStore":
+        return KeyStore(session, self.keyring)
+
+
+class KeyStore:
+    """Creates, unwraps and destroys data keys within one session. Unwrapped
+    keys are cached only for the life of this object (one unit of work)."""
+
+    def __init__(self, session: Session, keyring: crypto.Keyring):
+        self.session = session
+        self.keyring = keyring
+        self._cache: dict[str, bytes] = {}
+
+    def create(self) -> tuple[str, bytes]:
+        key_id = new_id()
+        dek = crypto.new_data_key()
+        kek_id, wrapped = self.keyring.wrap(key_id, dek)
+        self.session.add(DataKey(id=key_id, kek_id=kek_id, wrapped=wrapped))
+        self._cache[key_id] = dek
+        return key_id, dek
+
+    def get(self, key_id: str) -> bytes:
+        dek = self._cache.get(key_id)
+        if dek is None:
+            row = self.session.execute(
+                select(DataKey.kek_id, DataKey.wrapped).where(DataKey.id == key_id)
+            ).first()
+            if row is None or row.wrapped is None:
+                raise crypto.DecryptionError(f"data key {key_id} has been destroyed")
+            dek = self.keyring.unwrap(key_id, row.kek_id, row.wrapped)
+            self._cache[key_id] = dek
+        return dek
+
+    def preload(self, key_ids: list[str]) -> None:
+        """Unwrap many keys with one query (resolution of a batch)."""
+        wanted = [k for k in set(key_ids) if k not in self._cache]
+        for start in range(0, len(wanted), 500):
+            rows = self.session.execute(
+                select(DataKey.id, DataKey.kek_id, DataKey.wrapped).where(DataKey.id.in_(wanted[start:start + 500]))
+            ).all()
+            for key_id, kek_id, wrapped in rows:
+                if wrapped is not None:
+                    self._cache[key_id] = self.keyring.unwrap(key_id, kek_id, wrapped)
+
+    def destroy(self, key_ids: list[str]) -> int:
+        """Crypto-shred: the wrapped key is erased, so every ciphertext made
+        with it (in this database and in its backups) is unreadable."""
+        for key_id in key_ids:
+            self._cache.pop(key_id, None)
+        if not key_ids:
+            return 0
+        result = self.session.execute(
+            update(DataKey)
+            .where(DataKey.id.in_(key_ids), DataKey.wrapped.is_not(None))
+            .values(wrapped=None, kek_id=None, destroyed_at=utcnow())
+        )
+        return result.rowcount or 0
+
+
+def rotate_keys(runtime: Runtime, batch_size: int = 1000, progress=None) -> int:
+    """Re-wrap every live data key under the keyring's active KEK.
+
+    Data is never decrypted; each batch is its own transaction, so readers
+    keep working throughout (a row names the KEK that wraps it, and the old
+    KEK stays in the keyring until `cdp keys retire`)."""
+    ring = runtime.keyring
+    active = ring.active_kek_id
+    done = 0
+    while True:
+        with runtime.session() as session:
+            rows = session.scalars(
+                select(DataKey)
+                .where(DataKey.wrapped.is_not(None), DataKey.kek_id != active)
+                .limit(batch_size)
+            ).all()
+            if not rows:
+                break
+            for row in rows:
+                dek = ring.unwrap(row.id, row.kek_id, row.wrapped)
+                row.kek_id, row.wrapped = ring.wrap(row.id, dek)
+            done += len(rows)
+        if progress:
+            progress(len(rows))
+    return done
+
+
+def keks_in_use(runtime: Runtime) -> set[str]:
+    with runtime.session() as session:
+        return set(session.scalars(select(DataKey.kek_id).where(DataKey.kek_id.is_not(None)).distinct()))
