@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 
 from sqlalchemy import select
@@ -13,6 +14,7 @@ from sqlalchemy.orm import Session
 from cdp.models import ApiKey, utcnow
 
 SCOPES = ("ingest", "profiles:read", "profiles:write", "admin")
+PREFIX_RE = re.compile(r"[0-9a-f]{12}")  # secrets.token_hex(6)
 
 
 def create_api_key(session: Session, name: str, scopes: list[str]) -> tuple[ApiKey, str]:
@@ -29,7 +31,8 @@ def create_api_key(session: Session, name: str, scopes: list[str]) -> tuple[ApiK
 
 def verify_api_key(session: Session, token: str) -> ApiKey | None:
     parts = token.split("_", 2)
-    if len(parts) != 3 or parts[0] != "cdp":
+    # Check the prefix shape before it reaches SQL (PostgreSQL rejects NUL bytes with an error).
+    if len(parts) != 3 or parts[0] != "cdp" or not PREFIX_RE.fullmatch(parts[1]):
         return None
     key = session.scalar(select(ApiKey).where(ApiKey.prefix == parts[1], ApiKey.revoked_at.is_(None)))
     if key is None or not hmac.compare_digest(key.secret_hash, _digest(parts[2])):

@@ -392,11 +392,16 @@ def serve(host, port):
 
 
 def _serve(host: str, port: int) -> None:
-    from werkzeug.serving import run_simple
+    from werkzeug.serving import WSGIRequestHandler, run_simple
 
     from cdp import create_app
 
-    run_simple(host, port, create_app(), threaded=True)
+    class QuerylessLog(WSGIRequestHandler):
+        # Lookups carry identifiers in the query string: keep them out of the access log.
+        def log_request(self, code="-", size="-"):
+            self.log("info", '"%s %s" %s %s', self.command, self.path.split("?", 1)[0], code, size)
+
+    run_simple(host, port, create_app(), threaded=True, request_handler=QuerylessLog)
 
 
 @cli.command()

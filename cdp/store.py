@@ -107,6 +107,10 @@ class KeyStore:
                 if wrapped is not None:
                     self._cache[key_id] = self.keyring.unwrap(key_id, kek_id, wrapped)
 
+    def forget(self) -> None:
+        """Drop unwrapped keys from memory (long scans stay bounded)."""
+        self._cache.clear()
+
     def destroy(self, key_ids: list[str]) -> int:
         """Crypto-shred: the wrapped key is erased, so every ciphertext made
         with it (in this database and in its backups) is unreadable."""

@@ -69,7 +69,9 @@ def apply_record(golden: dict, provenance: dict, info: RecordInfo, payload: dict
             provenance[group] = candidate
 
     for ident in payload.get("identifiers", []):
-        kind = ident["kind"]
+        # An identifier that failed validation (a CPF with a bad check digit)
+        # is kept apart, so it is never shown or used as the verified value.
+        kind = ident["kind"] if ident.get("valid", True) else f"{ident['kind']}_unverified"
         values = golden["identifiers"].setdefault(kind, [])
         provs = provenance["identifiers"].setdefault(kind, [])
         candidate = {**info.provenance(1), "valid": ident["valid"]}
@@ -111,6 +113,8 @@ def flatten(golden: dict) -> dict:
         if ids.get(kind):
             out[kind] = ids[kind][0]
             out[f"{kind}s"] = list(ids[kind])
+        if ids.get(f"{kind}_unverified"):
+            out[f"{kind}_unverified"] = list(ids[f"{kind}_unverified"])
     custom = {k.split(":", 1)[1]: v for k, v in ids.items() if k.startswith("custom:")}
     if custom:
         out["custom_identifiers"] = custom

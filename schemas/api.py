@@ -1,7 +1,18 @@
 """Request and response schemas of the REST API (also its OpenAPI document)."""
 from __future__ import annotations
 
-from marshmallow import RAISE, Schema, fields, validate
+import json
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate
+
+
+def _valid_unicode(value) -> None:
+    """JSON "\\udc80" escapes decode to lone surrogates, which cannot be encoded
+    (hashing, encryption, the database): a 422 naming the record, not a 500."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError("Text must be valid Unicode (no lone surrogates).") from None
 
 
 class Strict(Schema):
@@ -11,7 +22,7 @@ class Strict(Schema):
 
 class RecordBatchIn(Strict):
     records = fields.List(
-        fields.Dict(),
+        fields.Dict(validate=_valid_unicode),
         required=True,
         validate=validate.Length(min=1, max=1000),
         metadata={"description": "Up to 1000 records in the common record model (see the Record schema)."},

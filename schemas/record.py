@@ -8,6 +8,7 @@ from __future__ import annotations
 
 
 from datetime import datetime, timezone
+from decimal import Decimal
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
@@ -34,6 +35,24 @@ class StringOrList(fields.Field):
 
     def _serialize(self, value, attr, obj, **kwargs):
         return value
+
+
+class UtcDateTime(fields.AwareDateTime):
+    """A timestamp with a zone (UTC when none is given), returned in UTC; one
+    that cannot be expressed in UTC (year 1 at +05:00) is a field error."""
+
+    def __init__(self, **kwargs):
+        super().__init__(default_timezone=timezone.utc, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        parsed = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return parsed.astimezone(timezone.utc)
+        except (OverflowError, ValueError):
+            raise ValidationError("Date/time is out of range.") from None
+
+
+MAX_AMOUNT = Decimal("999999999999.99")  # fits Numeric(14, 2)
 
 
 class CustomIdentifier(fields.Field):
@@ -88,9 +107,10 @@ class EventSchema(Schema):
         unknown = RAISE
 
     type = fields.String(required=True, validate=validate.Regexp(NAME_RE, error="Event type must be snake_case."))
-    occurred_at = fields.AwareDateTime(required=True, default_timezone=timezone.utc)
+    occurred_at = UtcDateTime(required=True)
     id = fields.String(validate=validate.Length(max=200))
-    amount = fields.Decimal(places=2, allow_nan=False, as_string=True)
+    amount = fields.Decimal(places=2, allow_nan=False, as_string=True,
+                            validate=validate.Range(-MAX_AMOUNT, MAX_AMOUNT, error="Amount is out of range."))
     currency = fields.String(validate=validate.Regexp(r"^[A-Z]{3}$", error="Currency must be an ISO 4217 code."))
     attributes = fields.Dict(keys=fields.String(validate=validate.Length(max=100)))
 
@@ -102,7 +122,7 @@ class ConsentSignalSchema(Schema):
     purpose = fields.String(required=True, validate=validate.Regexp(NAME_RE, error="Purpose must be snake_case."))
     status = fields.String(required=True, validate=validate.OneOf(["granted", "revoked", "opted_out"]))
     legal_basis = fields.String(validate=validate.Length(max=64))
-    occurred_at = fields.AwareDateTime(default_timezone=timezone.utc)
+    occurred_at = UtcDateTime()
     evidence = fields.Dict(keys=fields.String(validate=validate.Length(max=100)))
 
 
@@ -114,7 +134,7 @@ class RecordSchema(Schema):
 
     source = fields.String(validate=validate.Regexp(NAME_RE, error="Source must be snake_case."))
     external_id = fields.String(required=True, validate=validate.Length(min=1, max=200))
-    observed_at = fields.AwareDateTime(default_timezone=timezone.utc)
+    observed_at = UtcDateTime()
     identifiers = fields.Nested(IdentifiersSchema, load_default=dict)
     traits = fields.Nested(TraitsSchema, load_default=dict)
     events = fields.List(fields.Nested(EventSchema), load_default=list, validate=validate.Length(max=1000))
@@ -126,11 +146,14 @@ class RecordSchema(Schema):
             raise ValidationError("A record needs at least one identifier, trait, event or consent.", "identifiers")
 
 
+_RECORD_SCHEMA = RecordSchema()  # schemas are reusable; building one per record is costly
+
+
 def load_record(raw: dict, source: str | None = None) -> dict:
     """Validate a raw record; raises ValidationError whose messages name fields."""
     if not isinstance(raw, dict):
         raise ValidationError({"_schema": ["Record must be a JSON object."]})
-    data = RecordSchema().load(raw)
+    data = _RECORD_SCHEMA.load(raw)
     if source is not None:
         if data.get("source") not in (None, source):
             raise ValidationError({"source": [f"Record source does not match {source!r}."]})

@@ -5,12 +5,14 @@ Every error is application/problem+json naming the field; nothing returns a
 traceback, and nothing personal is logged."""
 from __future__ import annotations
 
+import json
 import logging
 from functools import wraps
 from pathlib import Path
 
 from flask import Flask, g, jsonify, request, send_from_directory
-from flask_smorest import Api, abort
+from flask_smorest import Api, Blueprint, abort
+from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import HTTPException
 
 from cdp.auth import verify_api_key
@@ -47,6 +49,22 @@ class CdpApi(Api):
         if error.code == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="cdp"'
         return response
+
+
+class CdpParser(FlaskParser):
+    def _raw_load_json(self, req):
+        try:
+            return super()._raw_load_json(req)
+        except json.JSONDecodeError:
+            raise
+        except (RecursionError, ValueError):
+            # Nested too deep, or an integer past Python's int max-str-digits:
+            # an invalid body (400), as webargs only handles JSONDecodeError.
+            raise json.JSONDecodeError("unparseable JSON", "<body>", 0) from None
+
+
+class CdpBlueprint(Blueprint):
+    ARGUMENTS_PARSER = CdpParser()
 
 
 def init_api(app: Flask) -> None:

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from flask import current_app, g
 from flask.views import MethodView
-from flask_smorest import Blueprint, abort
+from flask_smorest import abort
 
-from cdp.api import require_scope
+from cdp.api import CdpBlueprint as Blueprint, require_scope
 from cdp.models import Profile
 from cdp.profiles import LookupError_, lookup, merge_history, profile_view
 from identity.resolve import Resolver
@@ -101,6 +101,8 @@ class MergeUndo(MethodView):
     @blp.response(200, MergeEventOut)
     def post(self, merge_id):
         """Undo a merge: the absorbed profile comes back with its records."""
+        if merge_id > 2**31 - 1:  # past any id; SQLite cannot even bind it (OverflowError)
+            abort(404, message="merge_id: no such merge")
         runtime = _runtime()
         with runtime.session() as session:
             resolver = Resolver(session, runtime.keys(session), runtime.settings)

@@ -4,9 +4,10 @@ import re
 
 from flask import current_app
 from flask.views import MethodView
-from flask_smorest import Blueprint, abort
+from flask_smorest import abort
+from sqlalchemy.exc import IntegrityError
 
-from cdp.api import require_scope
+from cdp.api import CdpBlueprint as Blueprint, require_scope
 from cdp.ingest import ingest_batch
 from schemas.api import RecordBatchIn, RecordBatchOut
 
@@ -29,7 +30,15 @@ class SourceRecords(MethodView):
         if not SOURCE_RE.match(source):
             abort(422, message="source: must be snake_case (a-z, 0-9, _), up to 64 characters", field="source")
         runtime = current_app.extensions["cdp"]
-        summary = ingest_batch(runtime, source, body["records"])
+        for attempt in range(3):
+            try:
+                summary = ingest_batch(runtime, source, body["records"])
+                break
+            except IntegrityError:
+                # Lost a race with a concurrent batch (a new source, or the same external id):
+                # the transaction rolled back, so store again against what the other one wrote.
+                if attempt == 2:
+                    abort(409, message="A concurrent request wrote the same records; retry the batch")
         payload = {
             "counts": summary.counts(),
             "results": [r.as_dict() for r in summary.results],

@@ -1,0 +1,154 @@
+import pytest
+from sqlalchemy import func, select
+
+from cdp.ingest import ingest_batch
+from cdp.models import CannotLink, MergeEvent, Profile, SourceRecord
+from identity.resolve import Resolver
+from tests.factories import CPF_A, CPF_B, CPF_INVALID, record
+
+
+def profile_of(runtime, source, external_id):
+    with runtime.session() as s:
+        key = runtime.keyring.keyed_hash("external_id", source, external_id)
+        return s.scalar(select(SourceRecord.profile_id).where(SourceRecord.source == source,
+                                                              SourceRecord.external_key == key))
+
+
+def active_profiles(runtime):
+    with runtime.session() as s:
+        return s.scalar(select(func.count()).select_from(Profile).where(Profile.status == "active"))
+
+
+def test_same_valid_cpf_in_any_format_links(any_runtime):
+    ingest_batch(any_runtime, "erp", [record(external_id="e1", cpf="529.982.247-25", name="ANA SOUZA")])
+    ingest_batch(any_runtime, "loja", [record(external_id="l1", cpf="52998224725", name="Ana Souza")])
+    assert profile_of(any_runtime, "erp", "e1") == profile_of(any_runtime, "loja", "l1")
+
+
+def test_same_email_links(runtime):
+    ingest_batch(runtime, "erp", [record(external_id="e1", email="ana@example.com")])
+    ingest_batch(runtime, "forms", [record(external_id="f1", email=" ANA@example.com")])
+    assert profile_of(runtime, "erp", "e1") == profile_of(runtime, "forms", "f1")
+
+
+def test_same_phone_with_matching_name_links(runtime):
+    ingest_batch(runtime, "erp", [record(external_id="e1", phone="+55 (11) 98765-4321", name="José da Silva")])
+    ingest_batch(runtime, "forms", [record(external_id="f1", phone="11 8765-4321", name="Jose Silva")])
+    assert profile_of(runtime, "erp", "e1") == profile_of(runtime, "forms", "f1")
+
+
+def test_same_phone_with_other_name_does_not_link(runtime):
+    ingest_batch(runtime, "erp", [record(external_id="e1", phone="11987654321", name="José da Silva")])
+    ingest_batch(runtime, "forms", [record(external_id="f1", phone="11987654321", name="Maria da Silva")])
+    assert profile_of(runtime, "erp", "e1") != profile_of(runtime, "forms", "f1")
+
+
+def test_same_phone_without_name_does_not_link(runtime):
+    ingest_batch(runtime, "erp", [record(external_id="e1", phone="11987654321", name="José da Silva")])
+    ingest_batch(runtime, "forms", [record(external_id="f1", phone="11987654321")])
+    assert profile_of(runtime, "erp", "e1") != profile_of(runtime, "forms", "f1")
+
+
+def test_shared_family_email_with_different_cpfs_does_not_link(runtime):
+    ingest_batch(runtime, "erp", [record(external_id="e1", cpf=CPF_A, email="familia@example.com", name="Ana Souza")])
+    ingest_batch(runtime, "erp", [record(external_id="e2", cpf=CPF_B, email="familia@example.com", name="Pedro Souza")])
+    assert profile_of(runtime, "erp", "e1") != profile_of(runtime, "erp", "e2")
+
+
+def test_invalid_cpf_never_links(runtime):
+    ingest_batch(runtime, "erp", [record(external_id="e1", cpf=CPF_INVALID, name="Ana Souza")])
+    ingest_batch(runtime, "loja", [record(external_id="l1", cpf=CPF_INVALID, name="Bruno Lima")])
+    assert profile_of(runtime, "erp", "e1") != profile_of(runtime, "loja", "l1")
+
+
+def test_record_linking_two_profiles_merges_them(any_runtime):
+    ingest_batch(any_runtime, "erp", [record(external_id="e1", cpf=CPF_A, name="Ana Souza")])
+    ingest_batch(any_runtime, "forms", [record(external_id="f1", email="ana@example.com", name="Ana")])
+    assert active_profiles(any_runtime) == 2
+    ingest_batch(any_runtime, "loja", [record(external_id="l1", cpf=CPF_A, email="ana@example.com", name="Ana Souza")])
+    assert active_profiles(any_runtime) == 1
+    pid = profile_of(any_runtime, "erp", "e1")
+    assert pid == profile_of(any_runtime, "forms", "f1") == profile_of(any_runtime, "loja", "l1")
+    with any_runtime.session() as s:
+        merge = s.scalars(select(MergeEvent)).one()
+        assert merge.kind == "merge" and merge.profile_id == pid
+        assert merge.rule == "same_email"
+        assert merge.details["matched_on"] == ["email"]
+
+
+def test_merge_rules_are_configurable(tmp_path):
+    from tests.conftest import make_runtime, make_settings
+
+    runtime = make_runtime(make_settings(tmp_path / "i", match_rules=("cpf",)))
+    ingest_batch(runtime, "erp", [record(external_id="e1", email="ana@example.com")])
+    ingest_batch(runtime, "forms", [record(external_id="f1", email="ana@example.com")])
+    assert profile_of(runtime, "erp", "e1") != profile_of(runtime, "forms", "f1")
+
+
+def _merged(runtime):
+    ingest_batch(runtime, "erp", [record(external_id="e1", cpf=CPF_A, name="Ana Souza")])
+    ingest_batch(runtime, "forms", [record(external_id="f1", email="ana@example.com", name="Ana")])
+    ingest_batch(runtime, "loja", [record(external_id="l1", cpf=CPF_A, email="ana@example.com", name="Ana Souza")])
+    with runtime.session() as s:
+        return s.scalars(select(MergeEvent)).one().id
+
+
+def test_undo_merge_restores_both_profiles(any_runtime):
+    merge_id = _merged(any_runtime)
+    with any_runtime.session() as s:
+        Resolver(s, any_runtime.keys(s), any_runtime.settings).undo_merge(merge_id, actor="test")
+    assert active_profiles(any_runtime) == 2
+    assert profile_of(any_runtime, "forms", "f1") != profile_of(any_runtime, "erp", "e1")
+    with any_runtime.session() as s:
+        assert s.get(MergeEvent, merge_id).undone_at is not None
+        assert s.scalar(select(func.count()).select_from(CannotLink)) == 1
+
+
+def test_undone_merge_is_not_redone_automatically(runtime):
+    merge_id = _merged(runtime)
+    with runtime.session() as s:
+        Resolver(s, runtime.keys(s), runtime.settings).undo_merge(merge_id, actor="test")
+    ingest_batch(runtime, "crm", [record(external_id="c1", cpf=CPF_A, email="ana@example.com", name="Ana Souza")])
+    assert profile_of(runtime, "forms", "f1") != profile_of(runtime, "erp", "e1")
+
+
+def test_undo_twice_is_refused(runtime):
+    merge_id = _merged(runtime)
+    with runtime.session() as s:
+        Resolver(s, runtime.keys(s), runtime.settings).undo_merge(merge_id, actor="test")
+    with runtime.session() as s, pytest.raises(ValueError):
+        Resolver(s, runtime.keys(s), runtime.settings).undo_merge(merge_id, actor="test")
+
+
+def test_split_moves_records_to_new_profile(runtime):
+    ingest_batch(runtime, "erp", [record(external_id="e1", cpf=CPF_A, name="Ana Souza")])
+    ingest_batch(runtime, "loja", [record(external_id="l1", cpf=CPF_A, name="Ana Souza")])
+    pid = profile_of(runtime, "erp", "e1")
+    with runtime.session() as s:
+        rid = s.scalar(select(SourceRecord.id).where(SourceRecord.source == "loja"))
+        new = Resolver(s, runtime.keys(s), runtime.settings).split(pid, [rid], actor="test")
+        new_id = new.id
+    assert profile_of(runtime, "loja", "l1") == new_id != profile_of(runtime, "erp", "e1")
+    with runtime.session() as s:
+        assert s.get(Profile, new_id).record_count == 1
+        assert s.get(Profile, pid).record_count == 1
+
+
+def test_split_refuses_foreign_or_all_records(runtime):
+    ingest_batch(runtime, "erp", [record(external_id="e1", cpf=CPF_A)])
+    pid = profile_of(runtime, "erp", "e1")
+    with runtime.session() as s:
+        resolver = Resolver(s, runtime.keys(s), runtime.settings)
+        rid = s.scalar(select(SourceRecord.id))
+        with pytest.raises(ValueError):
+            resolver.split(pid, [rid], actor="test")
+        with pytest.raises(ValueError):
+            resolver.split(pid, ["00000000-0000-0000-0000-000000000000"], actor="test")
+
+
+def test_resolution_is_idempotent(runtime):
+    from identity.resolve import resolve_records
+
+    result = ingest_batch(runtime, "erp", [record(external_id="e1", cpf=CPF_A)])
+    assert resolve_records(runtime, result.record_ids) == []  # already resolved: nothing to do
+    assert active_profiles(runtime) == 1
