@@ -35,3 +35,9 @@ def current(settings: Settings) -> str | None:
 
     with get_engine(settings.database_url).connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
+
+
+def head(settings: Settings) -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config(settings)).get_current_head()

@@ -57,8 +57,11 @@ def test_command_before_init_says_run_init(tmp_path):
 
 def test_init_creates_owner_only_keys_and_schema(instance):
     assert oct((instance / "keys.json").stat().st_mode & 0o777) == "0o600"
+    from cdp import migrate
+    from tests.conftest import make_settings
+
     proc = run_cdp(instance, "db", "current")
-    assert proc.stdout.strip() == "0001"
+    assert proc.stdout.strip() == migrate.head(make_settings(instance))
 
 
 def test_init_twice_keeps_keys(instance):

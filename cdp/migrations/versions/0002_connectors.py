@@ -1,0 +1,20 @@
+"""source connectors (issue: connector plugins and SDK)
+
+Revision ID: 0002
+Revises: 0001
+"""
+from alembic import op  # noqa: F401
+import sqlalchemy as sa  # noqa: F401
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass  # filled in by the feature that owns this revision
+
+
+def downgrade() -> None:
+    pass
