@@ -59,11 +59,16 @@ def init():
     settings = _settings()
     settings.instance_path.mkdir(parents=True, exist_ok=True)
     existed = settings.keyring_json is not None or settings.keys_file.exists()
-    Keyring.load_or_create(settings)
+    ring = Keyring.load_or_create(settings)
     migrate.upgrade(settings)
     where = "CDP_KEYRING" if settings.keyring_json else settings.keys_file
     click.echo(f"keys: {'using' if existed else 'created'} {where}")
     click.echo(f"database: {_redact(settings.database_url)} at {migrate.current(settings)}")
+    from cdp.store import Runtime
+    from consent.purposes import seed_defaults
+
+    with Runtime(settings, ring).session() as session:
+        click.echo(f"purposes: {seed_defaults(session)} default(s) added")
 
 
 @cli.group()
@@ -106,9 +111,10 @@ def ingest():
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.option("--mapping", "mapping", required=True, type=click.Path(dir_okay=False), help="YAML mapping file.")
 @click.option("--batch-size", default=500, show_default=True)
-def ingest_csv(path, mapping, batch_size):
+@click.option("--no-resolve", is_flag=True, help="Store only; resolve later (`cdp identity train`, `cdp resolve`).")
+def ingest_csv(path, mapping, batch_size, no_resolve):
     """Ingest a CSV file through a column mapping."""
-    _ingest_file({"path": path, "mapping": mapping}, batch_size)
+    _ingest_file({"path": path, "mapping": mapping}, batch_size, resolve=not no_resolve)
 
 
 @ingest.command("jsonl")
@@ -116,29 +122,31 @@ def ingest_csv(path, mapping, batch_size):
 @click.option("--mapping", type=click.Path(dir_okay=False), help="YAML mapping (omit for the common record model).")
 @click.option("--source", help="Source name when records do not carry one.")
 @click.option("--batch-size", default=500, show_default=True)
-def ingest_jsonl(path, mapping, source, batch_size):
+@click.option("--no-resolve", is_flag=True, help="Store only; resolve later (`cdp identity train`, `cdp resolve`).")
+def ingest_jsonl(path, mapping, source, batch_size, no_resolve):
     """Ingest JSON lines (the common record model, or mapped)."""
     config = {"path": path}
     if mapping:
         config["mapping"] = mapping
     if source:
         config["source"] = source
-    _ingest_file(config, batch_size)
+    _ingest_file(config, batch_size, resolve=not no_resolve)
 
 
-def _ingest_file(config: dict, batch_size: int) -> None:
+def _ingest_file(config: dict, batch_size: int, resolve: bool = True) -> None:
     from plugins.file_source import FileSource
 
     runtime = _runtime()
     connector = FileSource(config)
     connector.check()
-    totals = ingest_connector(runtime, connector, batch_size)
+    totals = ingest_connector(runtime, connector, batch_size, resolve=resolve)
     click.echo(json.dumps(totals))
     if totals["rejected"]:
         click.echo(f"{totals['rejected']} record(s) rejected; see the errors above", err=True)
 
 
-def ingest_connector(runtime, connector, batch_size: int = 500, bar=None, quiet: bool = False) -> dict:
+def ingest_connector(runtime, connector, batch_size: int = 500, bar=None, quiet: bool = False,
+                     resolve: bool = True) -> dict:
     """Read a connector to the end, storing and resolving batch by batch."""
     from cdp.ingest import ingest_batch
 
@@ -157,11 +165,11 @@ def ingest_connector(runtime, connector, batch_size: int = 500, bar=None, quiet:
                     if not quiet:
                         click.echo("rejected: source: records carry no source; pass --source", err=True)
                     continue
-                summary = ingest_batch(runtime, name, records, plugin=connector.name,
+                summary = ingest_batch(runtime, name, records, plugin=connector.name, resolve=resolve,
                                        custom_kinds=getattr(connector, "custom_kinds", None),
                                        trust=getattr(connector, "trust", None))
                 for k, v in summary.counts().items():
-                    totals[k] += v
+                    totals[k] = totals.get(k, 0) + v  # "suppressed" appears only when it happens
                 if not quiet:
                     for r in summary.results:
                         if r.status == "rejected":
@@ -362,16 +370,22 @@ def apikey_revoke(prefix):
 
 @cli.group()
 def plugins():
-    """Installed plugins."""
+    """Connector plugins: the installed ones, and new connector packages."""
 
 
 @plugins.command("list")
 def plugins_list():
-    from cdp.plugins import describe, source_types
+    """Each plugin: name, distribution and version, hooks implemented, types provided (and problems)."""
+    from cdp.hookspecs import HOOKSPEC_VERSION
+    from cdp.plugins import describe, destination_types, source_types
 
     for p in describe():
-        click.echo(f"{p['name']}\t{p['distribution']} {p['version']}\t{','.join(p['hooks'])}")
+        types = ",".join(p["source_types"] + p["destination_types"]) or "-"
+        line = f"{p['name']}\t{p['distribution']} {p['version']}\t{','.join(p['hooks']) or '-'}\t{types}"
+        click.echo(line + (f"\tPROBLEM: {'; '.join(p['problems'])}" if p["problems"] else ""))
     click.echo(f"source types: {', '.join(sorted(source_types()))}")
+    click.echo(f"destination types: {', '.join(sorted(destination_types())) or '-'}")
+    click.echo(f"hookspec version: {HOOKSPEC_VERSION}")
 
 
 @cli.command()
@@ -423,9 +437,40 @@ def demo(people, seed, no_serve, host, port):
     click.echo(f"\nAPI:      {base}/api/v1/")
     click.echo(f"Docs:     {base}/docs  (OpenAPI: {base}/openapi.json)")
     click.echo(f"API key:  {summary.api_key}")
+    click.echo(f"Console:  {base}/console/  (DPO: {summary.console_login[0]} / {summary.console_login[1]})")
     click.echo(f"Try:      curl -H 'Authorization: Bearer {summary.api_key}' {base}/api/v1/profiles/{summary.sample_profile}")
     click.echo("Ctrl-C stops the server.")
     _serve(host, port)
+
+
+from consent.cli import COMMANDS as _consent_commands  # noqa: E402 - purposes, ledger, consent
+
+for _command in _consent_commands:
+    cli.add_command(_command)
+
+from cdp.sources_cli import plugin_new, sources  # noqa: E402 - configured sources, connector scaffold
+
+cli.add_command(sources)
+plugins.add_command(plugin_new)
+cli.add_command(plugins, "plugin")  # `cdp plugin new NAME` reads naturally too
+
+from consent.dsr.cli import dsr as _dsr, incidents as _incidents  # noqa: E402 - data-subject requests, incidents
+
+cli.add_command(_dsr)
+cli.add_command(_incidents)
+
+from cdp.console.staff import staff as _staff  # noqa: E402 - DPO console accounts
+
+cli.add_command(_staff)
+
+from identity.cli import identity as _identity  # noqa: E402 - train, evaluate, rebuild, review, explain
+
+cli.add_command(_identity)
+
+from activation.cli import metrics as _metrics, segments as _segments  # noqa: E402 - docs/metrics.md, docs/segments.md
+
+cli.add_command(_metrics)
+cli.add_command(_segments)
 
 
 def main() -> None:

@@ -32,9 +32,28 @@ class Settings:
     # Identity resolution (deterministic rules, in priority order).
     match_rules: tuple[str, ...] = MATCH_RULES
     name_threshold: float = 85.0
+    # Probabilistic matching: auto-merge at or above match_threshold, queue
+    # for a person between review_threshold and match_threshold.
+    match_threshold: float = 0.95
+    review_threshold: float = 0.60
+    max_block: int = 200  # a blocking key shared by more records is too common to use
     # Golden record: how to pick a value when sources disagree.
     survivorship: tuple[str, ...] = SURVIVORSHIP_RULES
     resolve_batch_size: int = 500
+    # LGPD: controller and encarregado (DPO), named in every report and notice to a subject.
+    controller_name: str = "(defina CDP_CONTROLLER_NAME)"
+    dpo_name: str = "(defina CDP_DPO_NAME)"
+    dpo_contact: str = "(defina CDP_DPO_CONTACT)"
+    # Consent receipts (Kantara fields): controller contact, DPO substitute (Res. CD/ANPD 18/2024), policy URL.
+    controller_contact: str = "(defina CDP_CONTROLLER_CONTACT)"
+    dpo_substitute: str = "(defina CDP_DPO_SUBSTITUTE)"
+    privacy_policy_url: str = ""
+    # Data-subject requests: Art. 19 deadline in days, doubled for small agents (Res. CD/ANPD 2/2022).
+    dsr_deadline_days: int = 15
+    small_agent: bool = False
+    smtp_url: str | None = None  # smtp[s]://user:pass@host:port?from=addr&starttls=1; unset: outbox only
+    erasure_log: Path | None = None  # durable erasure log outside the database (default instance/erasure-log.jsonl)
+    public_url: str = "http://127.0.0.1:8000"  # base of links sent to data subjects (CDP_PUBLIC_URL)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -60,11 +79,41 @@ class Settings:
             queue_name=env.get("CDP_QUEUE", "cdp"),
             match_rules=_choice_list(env, "CDP_MATCH_RULES", MATCH_RULES),
             name_threshold=_number(env, "CDP_NAME_THRESHOLD", 85.0, 0, 100),
+            match_threshold=_number(env, "CDP_MATCH_THRESHOLD", 0.95, 0.5, 1.0),
+            review_threshold=_number(env, "CDP_REVIEW_THRESHOLD", 0.60, 0.0, 1.0),
+            max_block=int(_number(env, "CDP_MAX_BLOCK", 200, 2, 100_000)),
             survivorship=_choice_list(env, "CDP_SURVIVORSHIP", SURVIVORSHIP_RULES),
             resolve_batch_size=int(_number(env, "CDP_RESOLVE_BATCH_SIZE", 500, 1, 100_000)),
+            controller_name=env.get("CDP_CONTROLLER_NAME") or cls.controller_name,
+            dpo_name=env.get("CDP_DPO_NAME") or cls.dpo_name,
+            dpo_contact=env.get("CDP_DPO_CONTACT") or cls.dpo_contact,
+            controller_contact=env.get("CDP_CONTROLLER_CONTACT") or cls.controller_contact,
+            dpo_substitute=env.get("CDP_DPO_SUBSTITUTE") or cls.dpo_substitute,
+            privacy_policy_url=env.get("CDP_PRIVACY_POLICY_URL") or "",
+            dsr_deadline_days=int(_number(env, "CDP_DSR_DEADLINE_DAYS", 15, 1, 365)),
+            small_agent=_flag(env, "CDP_SMALL_AGENT"),
+            smtp_url=_smtp_url(env),
+            erasure_log=Path(env.get("CDP_ERASURE_LOG") or instance / "erasure-log.jsonl"),
+            public_url=(env.get("CDP_PUBLIC_URL") or cls.public_url).rstrip("/"),
         )
         values.update(overrides)
         return cls(**values)
+
+
+def _flag(env: dict, name: str) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise ConfigError(f"{name} must be 1 or 0")
+
+
+def _smtp_url(env: dict) -> str | None:
+    raw = env.get("CDP_SMTP_URL") or None
+    if raw and not raw.startswith(("smtp://", "smtps://")):
+        raise ConfigError("CDP_SMTP_URL must start with smtp:// or smtps:// (e.g. smtp://user:pass@host:587?starttls=1)")
+    return raw
 
 
 def _check_database_url(url: str) -> None:

@@ -9,24 +9,28 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Iterable
 
 from marshmallow import ValidationError
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from cdp import crypto
 from cdp.models import Event, Identifier, IdentifierKind, RecordVersion, Source, SourceRecord, new_id, utcnow
 from cdp.store import KeyStore, Runtime
 from identity import normalize as norm
+from identity.features import blocking_keys, from_payload
 from schemas.record import flatten_errors, load_record
 
 log = logging.getLogger(__name__)
 
 ACCEPTED, UPDATED, DUPLICATE, REJECTED = "accepted", "updated", "duplicate", "rejected"
+SUPPRESSED = "suppressed"  # the subject was erased or blocked (consent/suppression.py)
 
 
 @dataclass
@@ -99,7 +103,14 @@ def normalize_record(data: dict, custom_kinds: dict[str, str]) -> dict:
             else:
                 traits["birth_date"] = parsed.isoformat()
         except norm.NormalizationError as exc:
-            errors.setdefault("traits.birth_date", []).append(str(exc))
+            digits = re.sub(r"\D", "", traits["birth_date"])
+            if 6 <= len(digits) <= 8:
+                # A mistyped date (31/02/1990, 19560231) is still evidence for
+                # matching: kept as unverified, never shown as the birth date.
+                traits["birth_date_unverified"] = digits
+                del traits["birth_date"]
+            else:
+                errors.setdefault("traits.birth_date", []).append(str(exc))
     if "postal_code" in traits:
         cep = norm.normalize_postal_code(traits["postal_code"])
         if cep is not None and cep.valid:
@@ -154,6 +165,7 @@ class Ingestor:
         self.source = ensure_source(session, source, plugin)
         self.custom_kinds = {k.name: k.match for k in session.scalars(select(IdentifierKind))}
         self.changed_record_ids: list[str] = []
+        self._rows: dict[str, list[dict]] = {"source_records": [], "identifiers": [], "events": []}
 
     def declare_custom_kind(self, name: str, match: str) -> None:
         if self.custom_kinds.get(name) != match:
@@ -167,6 +179,7 @@ class Ingestor:
         prepared: list = []
         for index, raw in enumerate(raws):
             prepared.append(self._prepare(index, raw))
+        prepared = self._screen(prepared)
         keys = [p[1] for p in prepared if not isinstance(p, RecordResult)]
         existing: dict[bytes, SourceRecord] = {}
         for start in range(0, len(keys), 500):
@@ -182,7 +195,17 @@ class Ingestor:
                 else:
                     results.append(self._store(*item, existing))
         self.session.flush()
+        self._write_rows()
         return results
+
+    def _screen(self, prepared: list) -> list:
+        """Reject records of erased or blocked subjects (checked behind the erasure fence)."""
+        from consent.suppression import screen
+
+        hits = screen(self.session, self.keyring, self.source.name,
+                      [(p[0], p[1], p[4]) for p in prepared if not isinstance(p, RecordResult)])
+        return [RecordResult(p[0], SUPPRESSED, p[2]) if not isinstance(p, RecordResult) and p[0] in hits else p
+                for p in prepared]
 
     def _prepare(self, index: int, raw: dict):
         external_id = raw.get("external_id") if isinstance(raw, dict) else None
@@ -201,9 +224,14 @@ class Ingestor:
         record = existing.get(external_key)
         if record is not None and record.content_hash == digest:
             return RecordResult(index, DUPLICATE, external_id, record.id)
+        if isinstance(record, _Written):
+            # The same id twice in one batch with other content: write what is
+            # pending, then treat it as a new version like any other.
+            self._write_rows()
+            record = self.session.get(SourceRecord, record.id)
         if record is None:
             record = self._insert(external_id, external_key, digest, payload, data["observed_at"])
-            existing[external_key] = record  # the same id twice in one batch: the second is a version
+            existing[external_key] = record
             status = ACCEPTED
         else:
             record = self._new_version(record, digest, payload, data["observed_at"])
@@ -212,48 +240,44 @@ class Ingestor:
         return RecordResult(index, status, external_id, record.id)
 
     def ingest(self, index: int, raw: dict) -> RecordResult:
-        external_id = raw.get("external_id") if isinstance(raw, dict) else None
-        external_id = str(external_id) if isinstance(external_id, (str, int)) else None
-        try:
-            data = load_record(raw, self.source.name)
-            payload = normalize_record(data, self.custom_kinds)
-        except ValidationError as exc:
-            return RecordResult(index, REJECTED, external_id, errors=flatten_errors(exc.messages))
-        external_id = data["external_id"]
-        digest = content_hash(self.keyring, self.source.name, external_id, payload)
-        external_key = self.keyring.keyed_hash("external_id", self.source.name, external_id)
-        existing = self.session.scalar(
-            select(SourceRecord).where(SourceRecord.source == self.source.name, SourceRecord.external_key == external_key)
-        )
-        if existing is not None and existing.content_hash == digest:
-            return RecordResult(index, DUPLICATE, external_id, existing.id)
-        if existing is None:
-            record = self._insert(external_id, external_key, digest, payload, data["observed_at"])
-            status = ACCEPTED
-        else:
-            record = self._new_version(existing, digest, payload, data["observed_at"])
-            status = UPDATED
-        self.changed_record_ids.append(record.id)
-        return RecordResult(index, status, external_id, record.id)
+        result = self.ingest_many([raw])[0]
+        result.index = index
+        return result
 
-    def _insert(self, external_id, external_key, digest, payload, observed_at) -> SourceRecord:
+    def _insert(self, external_id, external_key, digest, payload, observed_at) -> "_Written":
+        """Queue the rows of a new record; written in bulk by _write_rows (the
+        ORM unit of work costs more than everything else per record)."""
         record_id = new_id()
-        key_id, dek = self.keys.create()
-        record = SourceRecord(
+        key_id, dek = self.keys.create(bulk=True)
+        now = utcnow()
+        self._rows["source_records"].append(dict(
             id=record_id,
             source=self.source.name,
             external_key=external_key,
             external_id_ct=crypto.encrypt_json(dek, external_id, "source_records", record_id, "external_id"),
             key_id=key_id,
+            profile_id=None,
             version=1,
             content_hash=digest,
             payload_ct=crypto.encrypt_json(dek, payload, "source_records", record_id, "payload"),
             status="pending",
+            link_rule=None,
+            link_details=None,
             observed_at=observed_at,
-        )
-        self.session.add(record)
-        self._write_derived(record, dek, payload)
-        return record
+            received_at=now,
+            updated_at=now,
+        ))
+        self._derived_rows(record_id, None, dek, payload)
+        return _Written(record_id, digest)
+
+    def _write_rows(self) -> None:
+        """Insert queued rows in foreign-key order, each table in one executemany."""
+        self.keys.write_pending()
+        for model, name in ((SourceRecord, "source_records"), (Identifier, "identifiers"), (Event, "events")):
+            rows = self._rows[name]
+            if rows:
+                self.session.execute(insert(model), rows)
+                rows.clear()
 
     def _new_version(self, record: SourceRecord, digest, payload, observed_at) -> SourceRecord:
         dek = self.keys.get(record.key_id)
@@ -278,11 +302,12 @@ class Ingestor:
         record.status = "pending"
         self.session.execute(delete(Identifier).where(Identifier.record_id == record.id))
         self.session.execute(delete(Event).where(Event.record_id == record.id))
-        self._write_derived(record, dek, payload)
+        self._derived_rows(record.id, record.profile_id, dek, payload)
         return record
 
-    def _write_derived(self, record: SourceRecord, dek: bytes, payload: dict) -> None:
+    def _derived_rows(self, record_id: str, profile_id: str | None, dek: bytes, payload: dict) -> None:
         seen = set()
+        identifiers = self._rows["identifiers"]
         for ident in payload["identifiers"]:
             kind = ident["kind"] if ident["valid"] else f"{ident['kind']}_unverified"
             bi = self.keyring.blind_index(kind, ident["value"])
@@ -290,19 +315,36 @@ class Ingestor:
                 continue
             seen.add((kind, bi))
             strong = ident["valid"] and ident["match"] == "exact"
-            record.identifiers.append(Identifier(kind=kind, blind_index=bi, strong=strong))
+            identifiers.append({"record_id": record_id, "kind": kind, "blind_index": bi, "strong": strong})
+        # Blocking keys (name sounds, birth date, CEP, ...) find probabilistic
+        # candidates; stored, like identifiers, only as blind indexes.
+        for name, value in blocking_keys(from_payload(payload)):
+            kind = f"bk:{name}"
+            bi = self.keyring.blind_index(kind, value)
+            if (kind, bi) not in seen:
+                seen.add((kind, bi))
+                identifiers.append({"record_id": record_id, "kind": kind, "blind_index": bi, "strong": False})
         for ev in payload["events"]:
             event_id = new_id()
-            self.session.add(Event(
+            self._rows["events"].append(dict(
                 id=event_id,
-                record=record,
-                profile_id=record.profile_id,
+                record_id=record_id,
+                profile_id=profile_id,
                 type=ev["type"],
                 occurred_at=datetime.fromisoformat(ev["occurred_at"]),
-                amount=ev["amount"],
+                amount=Decimal(ev["amount"]) if ev["amount"] is not None else None,
                 currency=ev["currency"],
-                attributes_ct=crypto.encrypt_json(dek, {"id": ev["id"], **ev["attributes"]}, "events", event_id, "attributes"),
+                attributes_ct=crypto.encrypt_json(dek, {"id": ev["id"], **ev["attributes"]}, "events", event_id,
+                                                  "attributes"),
             ))
+
+
+@dataclass
+class _Written:
+    """A record queued for insertion in this batch."""
+
+    id: str
+    content_hash: bytes
 
 
 def ensure_source(session: Session, name: str, plugin: str = "api", trust: int | None = None) -> Source:
@@ -325,7 +367,7 @@ class IngestSummary:
     def counts(self) -> dict[str, int]:
         out = {ACCEPTED: 0, UPDATED: 0, DUPLICATE: 0, REJECTED: 0}
         for r in self.results:
-            out[r.status] += 1
+            out[r.status] = out.get(r.status, 0) + 1  # SUPPRESSED only when it happened
         return out
 
 

@@ -81,13 +81,27 @@ class DataKey(Base):
 
 
 class Source(Base):
+    """A source of records. `plugin` is its connector type ("api" for records
+    pushed to the API); a configured source (cdp sources add) also has its
+    connector configuration: plain fields as JSON, secret fields as one
+    ciphertext under the source's own data key (AAD: sources,name,secrets)."""
+
     __tablename__ = "sources"
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     plugin: Mapped[str] = mapped_column(String(100), default="api")
     # Higher wins in golden-record survivorship.
     trust: Mapped[int] = mapped_column(Integer, default=50)
-    cursor: Mapped[dict | None] = mapped_column(JSON)
+    cursor: Mapped[dict | None] = mapped_column(JSON)  # {stream: cursor}, saved after each stored batch
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    config: Mapped[dict | None] = mapped_column(JSON)  # non-secret connector configuration
+    secrets_key_id: Mapped[str | None] = mapped_column(ForeignKey("data_keys.id"))
+    secrets_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
+    schedule: Mapped[dict | None] = mapped_column(JSON)  # {"every_minutes": 60} or {"cron": "0 3 * * *"}
+    schedule_job_id: Mapped[str | None] = mapped_column(String(64))  # the rq job of the next scheduled sync
+    last_sync_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_sync_status: Mapped[str | None] = mapped_column(String(16))  # running | ok | failed
+    # While a sync runs: when it started (a second sync of the same source waits its turn).
+    sync_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class IdentifierKind(Base):
@@ -136,6 +150,8 @@ class SourceRecord(Base):
     status: Mapped[str] = mapped_column(String(16), default="pending", index=True)  # pending | resolved
     # Why this record belongs to its profile (rule name), for audits.
     link_rule: Mapped[str | None] = mapped_column(String(64))
+    # The evidence behind link_rule (matched record, fields and weights; no values).
+    link_details: Mapped[dict | None] = mapped_column(JSON)
     observed_at: Mapped[datetime] = mapped_column(UTCDateTime)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -163,7 +179,8 @@ class Identifier(Base):
     digit is kept with strong=False)."""
 
     __tablename__ = "identifiers"
-    __table_args__ = (Index("ix_identifiers_lookup", "kind", "blind_index"),)
+    # Blind index first: candidate lookups ask for many indexes of any kind.
+    __table_args__ = (Index("ix_identifiers_blind_index", "blind_index", "kind"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     record_id: Mapped[str] = mapped_column(ForeignKey("source_records.id"), index=True)
     kind: Mapped[str] = mapped_column(String(64))

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Iterator
 
-from sqlalchemy import create_engine, event, select, update
+from sqlalchemy import create_engine, event, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -75,14 +75,26 @@ class KeyStore:
         self.session = session
         self.keyring = keyring
         self._cache: dict[str, bytes] = {}
+        self._pending: list[dict] = []
 
-    def create(self) -> tuple[str, bytes]:
+    def create(self, bulk: bool = False) -> tuple[str, bytes]:
+        """A new data key. With bulk=True the row is queued for write_pending()
+        (one executemany for a whole batch of records)."""
         key_id = new_id()
         dek = crypto.new_data_key()
         kek_id, wrapped = self.keyring.wrap(key_id, dek)
-        self.session.add(DataKey(id=key_id, kek_id=kek_id, wrapped=wrapped))
+        if bulk:
+            self._pending.append({"id": key_id, "kek_id": kek_id, "wrapped": wrapped, "created_at": utcnow(),
+                                  "destroyed_at": None})
+        else:
+            self.session.add(DataKey(id=key_id, kek_id=kek_id, wrapped=wrapped))
         self._cache[key_id] = dek
         return key_id, dek
+
+    def write_pending(self) -> None:
+        if self._pending:
+            self.session.execute(insert(DataKey), self._pending)
+            self._pending = []
 
     def get(self, key_id: str) -> bytes:
         dek = self._cache.get(key_id)

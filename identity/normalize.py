@@ -6,6 +6,7 @@ normalize to the same string.  Errors never echo the raw value (no PII in logs).
 from __future__ import annotations
 
 import re
+from functools import lru_cache, wraps
 import unicodedata
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -26,6 +27,23 @@ class Normalized:
 class NameForms:
     display: str  # whitespace collapsed; accents and case kept
     match: str  # accent-free, casefolded, no punctuation, single spaces
+
+
+def _memo(fn):
+    """Cache a pure normalizer: the same people recur across records and
+    sources. Unhashable input (a list where a string belongs) skips the cache
+    and gets the function's own clear error."""
+    cached = lru_cache(maxsize=65_536)(fn)
+
+    @wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            hash(args)
+        except TypeError:
+            return fn(*args, **kwargs)
+        return cached(*args, **kwargs)
+
+    return wrapper
 
 
 class NormalizationError(ValueError):
@@ -64,10 +82,12 @@ def _tax_id(raw: object, length: int, module, what: str, alnum: bool = False) ->
     return Normalized(s, valid)
 
 
+@_memo
 def normalize_cpf(raw: str | int | None) -> Normalized | None:
     return _tax_id(raw, 11, _cpf, "cpf")
 
 
+@_memo
 def normalize_cnpj(raw: str | int | None) -> Normalized | None:
     # Letters allowed: alphanumeric CNPJs are issued from July 2026 (stdnum supports them).
     return _tax_id(raw, 14, _cnpj, "cnpj", alnum=True)
@@ -84,6 +104,7 @@ def normalize_document(raw: str | int | None) -> tuple[str, Normalized] | None:
     return "document", Normalized(s, False)
 
 
+@_memo
 def normalize_email(raw: str | None) -> Normalized | None:
     if raw is None:
         return None
@@ -101,6 +122,7 @@ def normalize_email(raw: str | None) -> Normalized | None:
     return Normalized(s.lower(), valid)
 
 
+@_memo
 def normalize_phone(raw: str | int | None, region: str = "BR") -> Normalized | None:
     if raw is None:
         return None
@@ -122,6 +144,7 @@ def normalize_phone(raw: str | int | None, region: str = "BR") -> Normalized | N
     return Normalized(phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164), True)
 
 
+@_memo
 def normalize_name(raw: str | None) -> NameForms | None:
     if raw is None:
         return None
@@ -144,6 +167,7 @@ def name_tokens(match_form: str) -> list[str]:
     return [t for t in match_form.split() if t not in _NAME_PARTICLES]
 
 
+@_memo
 def normalize_postal_code(raw: str | int | None) -> Normalized | None:
     s = _clean(raw, "postal code")
     if s is None:

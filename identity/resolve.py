@@ -1,33 +1,89 @@
-"""Incremental identity resolution, deterministic rules (first version).
+"""Incremental identity resolution.
 
-Each new record is compared only with the profiles its strong identifiers
-point to (blind-index lookups), never with everything. A record that links
-several profiles merges them (union-find semantics); each merge is logged
-with its rule and can be undone. Guards keep shared family contacts apart:
-an e-mail or phone never joins two people who hold different valid CPFs.
+Each incoming record meets only the records that share one of its strong
+identifiers or blocking keys (blind-index lookups, bounded per key, never a
+scan). Each pair is decided by a deterministic rule (same valid CPF, CNPJ,
+exact custom id, e-mail without a name conflict, phone with a name check) or
+by the Fellegi–Sunter model (identity.scoring): auto-merge above the match
+threshold, a review item for a person between the thresholds. A record that
+links several profiles merges them (union-find semantics); guards keep
+shared family contacts apart (never two different valid CPFs in a profile)
+and a person's decisions are never overridden. Every link and merge keeps
+its evidence, and can be undone.
 """
 from __future__ import annotations
 
-import copy
+from collections import OrderedDict
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import NamedTuple
 
-from rapidfuzz import fuzz
-from sqlalchemy import func, select, text, true, update
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import bindparam, func, or_, select, text, update
+from sqlalchemy.orm import Session, load_only
 
 from cdp import crypto
-from cdp.models import CannotLink, Event, Identifier, MergeEvent, Profile, Source, SourceRecord, new_id, utcnow
+from cdp.models import (CannotLink, Event, Identifier, IdentifierKind, MergeEvent, Profile, Source, SourceRecord,
+                        new_id, utcnow)
 from cdp.store import KeyStore, Runtime
+from identity import features as features_mod
 from identity import golden as golden_mod
-from identity.normalize import name_tokens, normalize_name
+from identity.features import Features
+from identity.models import LabelledPair, MatchModel, ReviewItem
+from identity.pairs import Edge, decide
+from identity.scoring import Model
 
 log = logging.getLogger(__name__)
 
-# An identifier shared by more profiles than this is junk for matching (a
-# store's placeholder phone, a shared mailbox) and is ignored.
-MAX_PROFILES_PER_IDENTIFIER = 25
 RESOLUTION_LOCK_ID = 0x43445031  # "CDP1": serializes resolution on PostgreSQL
+
+
+class Ident(NamedTuple):
+    kind: str
+    blind_index: bytes
+    strong: bool
+
+
+@dataclass
+class Rec:
+    """A source record as resolution needs it, read with plain queries (ORM
+    objects for every record and identifier cost more than the matching)."""
+
+    id: str
+    source: str
+    key_id: str
+    payload_ct: bytes
+    profile_id: str | None
+    link_rule: str | None
+    link_details: dict | None
+    observed_at: datetime
+    received_at: datetime
+    identifiers: list[Ident] = field(default_factory=list)
+
+
+def load_records(session: Session, record_ids: list[str], pending_only: bool = True) -> list[Rec]:
+    t = SourceRecord.__table__
+    query = select(t.c.id, t.c.source, t.c.key_id, t.c.payload_ct, t.c.profile_id, t.c.link_rule, t.c.link_details,
+                   t.c.observed_at, t.c.received_at).where(t.c.id.in_(record_ids))
+    if pending_only:
+        query = query.where(t.c.status == "pending")
+    recs = {row.id: Rec(*row) for row in session.execute(query)}
+    for rec in recs.values():  # the table-level select skips the UTC type decorator on SQLite
+        rec.observed_at = _aware(rec.observed_at)
+        rec.received_at = _aware(rec.received_at)
+    i = Identifier.__table__
+    for rid, kind, bi, strong in session.execute(
+        select(i.c.record_id, i.c.kind, i.c.blind_index, i.c.strong).where(i.c.record_id.in_(list(recs)))
+    ):
+        recs[rid].identifiers.append(Ident(kind, bi, bool(strong)))
+    # Received order, so incremental and batch resolution meet records alike.
+    return sorted(recs.values(), key=lambda r: (r.received_at, r.id))
+
+
+def _aware(value):
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=timezone.utc) if value is not None and value.tzinfo is None else value
 
 
 @dataclass
@@ -54,34 +110,71 @@ def _store_golden(keys: KeyStore, profile: Profile, golden: dict, provenance: di
     profile.updated_at = utcnow()
 
 
+# Matching features of recently seen records, in memory only, bounded: a
+# record meets the same candidates again and again as its people reappear.
+_FEATURES: "OrderedDict[tuple, Features]" = OrderedDict()
+_FEATURES_MAX = 200_000
+
+
+def _remember(record_id: str, payload_ct: bytes, features: Features) -> Features:
+    _FEATURES[(record_id, payload_ct[:12])] = features
+    if len(_FEATURES) > _FEATURES_MAX:
+        _FEATURES.popitem(last=False)
+    return features
+
+
+def _link_details(edge: Edge) -> dict:
+    details = dict(edge.details)
+    if edge.other:
+        details["matched_record"] = edge.other
+    return details
+
+
+def active_model(session: Session) -> Model:
+    """The latest trained model, or the default priors before any training."""
+    row = session.scalar(select(MatchModel).where(MatchModel.active.is_(True)).order_by(MatchModel.id.desc()).limit(1))
+    return Model.from_json(row.params) if row else Model.default(_fuzzy_kinds(session))
+
+
+def _fuzzy_kinds(session: Session) -> list[str]:
+    return sorted(session.scalars(select(IdentifierKind.name).where(IdentifierKind.match == "fuzzy")))
+
+
 def _record_info(record: SourceRecord, trust: int) -> golden_mod.RecordInfo:
     return golden_mod.RecordInfo(record.id, record.source, trust, record.observed_at)
 
 
 class Resolver:
-    """Resolves records chunk by chunk. Within a chunk, candidate lookups,
-    CPF sets and golden records live in memory (prefetched with a handful of
-    queries) and are written back once at the end, so the cost per record is
-    a few dictionary operations rather than several round trips."""
+    """Resolves records chunk by chunk. Candidates are the records sharing a
+    strong identifier or a blocking key with the incoming one (blind-index
+    lookups, never a scan); each pair is decided by `identity.pairs.decide`.
+    Within a chunk, indexes, CPF sets and golden records live in memory
+    (prefetched with a handful of queries) and are written back once."""
 
-    def __init__(self, session: Session, keys: KeyStore, settings):
+    def __init__(self, session: Session, keys: KeyStore, settings, model: Model | None = None):
         self.session = session
         self.keys = keys
         self.settings = settings
+        self.model = model or active_model(session)
         self._trust = {s.name: s.trust for s in session.scalars(select(Source))}
-        self._rule_order = {name: i for i, name in enumerate(settings.match_rules)}
+        self._features: dict[str, Features] = {}
         self._reset_chunk()
 
     def _reset_chunk(self) -> None:
-        self._index: dict[bytes, set[str]] = {}      # blind index -> profile ids holding it
-        self._junk: set[bytes] = set()               # identifiers shared by too many profiles
+        self._index: dict[bytes, list[str]] = {}     # blind index -> resolved record ids holding it
+        self._crowded: set[bytes] = set()            # keys shared by too many records to be useful
+        self._record_profile: dict[str, str] = {}    # record id -> profile id
         self._alias: dict[str, str] = {}             # merged profile -> surviving profile
         self._cpfs: dict[str, set[bytes]] = {}       # profile -> its valid CPF blind indexes
         self._cannot: set[tuple[str, str]] = set()
-        self._goldens: dict[str, tuple[dict, dict]] = {}
-        self._dirty: set[str] = set()
+        self._goldens: dict[str, tuple[dict, dict]] = {}  # profiles created in this chunk
+        self._apply: dict[str, list[tuple]] = {}           # profile -> records to fold into its golden record
         self._rebuild: set[str] = set()
         self._profiles: dict[str, Profile] = {}      # includes profiles created in this chunk (not yet flushed)
+        self._decided: dict[frozenset, bool] = {}    # labelled pairs: a person's word is final
+        self._touched: dict[str, Rec] = {}           # records whose link changed, written in one executemany
+        if len(self._features) > 100_000:
+            self._features.clear()                   # bounded memory across chunks
 
     def trust(self, source: str) -> int:
         if source not in self._trust:
@@ -90,31 +183,70 @@ class Resolver:
         return self._trust[source]
 
     # -- prefetch ----------------------------------------------------------
-    def _prefetch(self, records: list[SourceRecord]) -> None:
-        bis = list({i.blind_index for r in records for i in r.identifiers if i.strong})
+    def _prefetch(self, records: list) -> None:
+        bis = list({i.blind_index for r in records for i in r.identifiers if i.strong or i.kind.startswith("bk:")})
+        i, sr = Identifier.__table__, SourceRecord.__table__
+        usable = or_(i.c.strong.is_(True), i.c.kind.like("bk:%"))
+        cap = self.settings.max_block
         for start in range(0, len(bis), 500):
-            part = bis[start:start + 500]
-            base = (
-                select(Identifier.blind_index, SourceRecord.profile_id)
-                .join(SourceRecord, SourceRecord.id == Identifier.record_id)
-                .where(Identifier.blind_index.in_(part), Identifier.strong.is_(True),
-                       SourceRecord.profile_id.is_not(None))
+            # At most cap+1 holders per key come back: enough to tell a key
+            # that is too common, never the whole crowd.
+            ranked = (
+                select(i.c.blind_index, sr.c.id, sr.c.profile_id,
+                       func.row_number().over(partition_by=i.c.blind_index, order_by=sr.c.id).label("n"))
+                .join(sr, sr.c.id == i.c.record_id)
+                .where(i.c.blind_index.in_(bis[start:start + 500]), usable, sr.c.profile_id.is_not(None))
+                .subquery()
             )
-            sub = base.distinct().subquery()
-            crowded = (select(sub.c.blind_index).group_by(sub.c.blind_index)
-                       .having(func.count() > MAX_PROFILES_PER_IDENTIFIER))
-            self._junk.update(self.session.scalars(crowded))
-            for bi, pid in self.session.execute(base.where(Identifier.blind_index.not_in(self._junk) if self._junk
-                                                           else true()).distinct()):
-                self._index.setdefault(bi, set()).add(pid)
-        pids = {p for ps in self._index.values() for p in ps} | {r.profile_id for r in records if r.profile_id}
+            counts: dict[bytes, int] = {}
+            for bi, rid, pid in self.session.execute(
+                select(ranked.c.blind_index, ranked.c.id, ranked.c.profile_id).where(ranked.c.n <= cap + 1)
+            ):
+                counts[bi] = counts.get(bi, 0) + 1
+                self._index.setdefault(bi, []).append(rid)
+                self._record_profile[rid] = pid
+            for bi, n in counts.items():
+                if n > cap:
+                    self._crowded.add(bi)
+                    del self._index[bi]
+        self._load_features([rid for rid in self._record_profile if rid not in self._features])
+        pids = set(self._record_profile.values()) | {r.profile_id for r in records if r.profile_id}
         self._load_profiles(pids)
+        ids = list(self._record_profile) + [r.id for r in records]
+        lp = LabelledPair.__table__
+        for start in range(0, len(ids), 500):
+            part = ids[start:start + 500]
+            for a, b, same in self.session.execute(
+                select(lp.c.record_a, lp.c.record_b, lp.c.is_match).where(lp.c.record_a.in_(part) | lp.c.record_b.in_(part))
+            ):
+                self._decided[frozenset((a, b))] = bool(same)
+
+    def _load_features(self, record_ids: list[str]) -> None:
+        for start in range(0, len(record_ids), 500):
+            rows = self.session.execute(
+                select(SourceRecord.id, SourceRecord.key_id, SourceRecord.payload_ct)
+                .where(SourceRecord.id.in_(record_ids[start:start + 500]))
+            ).all()
+            missing = []
+            for rid, key_id, payload_ct in rows:
+                cached = _FEATURES.get((rid, payload_ct[:12]))  # the nonce changes with every new version
+                if cached is not None:
+                    self._features[rid] = cached
+                else:
+                    missing.append((rid, key_id, payload_ct))
+            self.keys.preload([key_id for _, key_id, _ in missing])
+            for rid, key_id, payload_ct in missing:
+                payload = crypto.decrypt_json(self.keys.get(key_id), payload_ct, "source_records", rid, "payload")
+                self._features[rid] = _remember(rid, payload_ct, features_mod.from_payload(payload))
 
     def _load_profiles(self, pids: set[str]) -> None:
         wanted = [p for p in pids if p not in self._cpfs]
         for start in range(0, len(wanted), 500):
             part = wanted[start:start + 500]
-            loaded = list(self.session.scalars(select(Profile).where(Profile.id.in_(part))))
+            # Golden records and provenance load only for the profiles a record joins.
+            loaded = list(self.session.scalars(select(Profile).where(Profile.id.in_(part)).options(
+                load_only(Profile.id, Profile.key_id, Profile.status, Profile.created_at, Profile.record_count,
+                          Profile.merged_into))))
             for profile in loaded:
                 self._profiles[profile.id] = profile
             self.keys.preload([p.key_id for p in loaded])
@@ -142,62 +274,6 @@ class Resolver:
             pid = self._alias[pid]
         return pid
 
-    # -- matching --------------------------------------------------------
-    def _candidates(self, strong: list[Identifier]) -> dict[str, set[str]]:
-        found: dict[str, set[str]] = {}
-        for ident in strong:
-            if ident.blind_index in self._junk:
-                continue
-            profiles = {self._root(p) for p in self._index.get(ident.blind_index, ())}
-            if len(profiles) > MAX_PROFILES_PER_IDENTIFIER:
-                continue
-            for pid in profiles:
-                found.setdefault(pid, set()).add(ident.kind)
-        return found
-
-    def _golden(self, profile: Profile) -> tuple[dict, dict]:
-        if profile.id not in self._goldens:
-            golden = decrypt_golden(self.keys, profile)
-            golden.setdefault("identifiers", {})
-            # A deep copy: mutating the loaded JSON in place would hide the
-            # change from SQLAlchemy, and the provenance would not be saved.
-            provenance = copy.deepcopy(profile.provenance or {})
-            provenance.setdefault("identifiers", {})
-            self._goldens[profile.id] = (golden, provenance)
-        return self._goldens[profile.id]
-
-    def _names_agree(self, record_name: str | None, profile: Profile) -> bool:
-        if not record_name:
-            return False
-        golden, _ = self._golden(profile)
-        forms = normalize_name((golden.get("name") or {}).get("full_name"))
-        if forms is None:
-            return False
-        a, b = name_tokens(record_name), name_tokens(forms.match)
-        if not a or not b:
-            return False
-        # Same first given name (allowing a typo), and the rest compatible:
-        # "Maria Silva" ~ "Maria da Silva Souza", but not "João Silva".
-        if fuzz.ratio(a[0], b[0]) < self.settings.name_threshold:
-            return False
-        return fuzz.token_set_ratio(" ".join(a), " ".join(b)) >= self.settings.name_threshold
-
-    def _rule_for(self, kinds: set[str], record_name: str | None, profile: Profile) -> tuple[int, str] | None:
-        for rule in self.settings.match_rules:
-            if rule == "cpf" and "cpf" in kinds:
-                return self._rule_order[rule], "same_cpf"
-            if rule == "cnpj" and "cnpj" in kinds:
-                return self._rule_order[rule], "same_cnpj"
-            if rule == "custom":
-                custom = sorted(k for k in kinds if k.startswith("custom:"))
-                if custom:
-                    return self._rule_order[rule], f"same_{custom[0]}"
-            if rule == "email" and "email" in kinds:
-                return self._rule_order[rule], "same_email"
-            if rule == "phone_name" and "phone" in kinds and self._names_agree(record_name, profile):
-                return self._rule_order[rule], "same_phone_and_name"
-        return None
-
     def _cannot_link(self, a: str, b: str) -> bool:
         return tuple(sorted((a, b))) in self._cannot
 
@@ -214,59 +290,107 @@ class Resolver:
     def resolve(self, record: SourceRecord) -> Decision:
         return self.resolve_chunk([record])[0]
 
+    def edges(self, record: SourceRecord, f: Features) -> list[Edge]:
+        """Decided pairs between this record and the records it can meet."""
+        shared: dict[str, set[str]] = {}
+        for ident in record.identifiers:
+            if ident.blind_index in self._crowded or not (ident.strong or ident.kind.startswith("bk:")):
+                continue
+            rids = self._index.get(ident.blind_index, ())
+            if len(rids) > self.settings.max_block:
+                continue
+            for rid in rids:
+                if rid != record.id:
+                    kinds = shared.setdefault(rid, set())
+                    if ident.strong:
+                        kinds.add(ident.kind)
+        out = []
+        for rid, kinds in shared.items():
+            decided = self._decided.get(frozenset((record.id, rid)))
+            if decided is False:
+                continue  # a person said these are different people
+            other = self._features.get(rid)
+            if other is None:
+                continue
+            edge = decide(f, other, rid, kinds, self.model, self.settings)
+            if decided is True and (edge is None or edge.review):
+                edge = Edge(rid, "review_match", 0, 1.0, {"decided_by": "person"})
+            if edge is not None:
+                out.append(edge)
+        return out
+
     def _resolve_one(self, record: SourceRecord) -> Decision:
         payload = decrypt_payload(self.keys, record)
-        strong = [i for i in record.identifiers if i.strong]
-        record_cpfs = {i.blind_index for i in strong if i.kind == "cpf"}
-        record_name = (payload.get("name") or {}).get("match")
+        f = _remember(record.id, record.payload_ct, features_mod.from_payload(payload))
+        record_cpfs = {i.blind_index for i in record.identifiers if i.strong and i.kind == "cpf"}
+        edges = self.edges(record, f)
 
-        matches: list[tuple[int, Profile, str, set[str]]] = []
-        for pid, kinds in self._candidates(strong).items():
+        # The strongest edge into each profile.
+        best: dict[str, Edge] = {}
+        for edge in edges:
+            if edge.review:
+                continue
+            pid = self._root(self._record_profile[edge.other])
+            if pid not in best or (edge.rank, -edge.probability) < (best[pid].rank, -best[pid].probability):
+                best[pid] = edge
+        matches = []
+        for pid, edge in best.items():
             profile = self._profile(pid)
-            if profile is None or profile.status != "active":
-                continue
-            found = self._rule_for(kinds, record_name, profile)
-            if found is not None:
-                matches.append((found[0], profile, found[1], kinds))
-        matches.sort(key=lambda m: (m[0], m[1].created_at, m[1].id))
+            if profile is not None and profile.status == "active":
+                matches.append((edge.rank, -edge.probability, profile.created_at, pid, profile, edge))
+        matches.sort(key=lambda m: m[:4])
 
-        # Grow the merge set greedily, strongest rule first, refusing any
-        # profile that would join two different valid CPFs or that a person
-        # has marked as a different individual.
-        chosen: list[tuple[Profile, str, set[str]]] = []
+        # Grow the merge set greedily, strongest first, refusing any profile
+        # that would join two different valid CPFs or that a person has
+        # marked as a different individual.
+        chosen: list[tuple[Profile, Edge]] = []
         cpfs = set(record_cpfs)
-        for _, profile, rule, kinds in matches:
+        for *_, profile, edge in matches:
             theirs = self._cpfs.get(profile.id, set())
-            if rule != "same_cpf" and cpfs and theirs and not (cpfs & theirs):
+            if edge.rule != "same_cpf" and cpfs and theirs and not (cpfs & theirs):
                 continue
-            if rule != "same_cpf" and len(cpfs | theirs) > max(len(cpfs), len(theirs), 1):
+            if edge.rule != "same_cpf" and len(cpfs | theirs) > max(len(cpfs), len(theirs), 1):
                 continue
-            if any(self._cannot_link(profile.id, p.id) for p, _, _ in chosen):
+            if any(self._cannot_link(profile.id, p.id) for p, _ in chosen):
                 continue
-            chosen.append((profile, rule, kinds))
+            chosen.append((profile, edge))
             cpfs |= theirs
 
         if record.profile_id is not None:
             current = self._profile(self._root(record.profile_id))
-            if current is not None and current.status == "active" and all(p.id != current.id for p, _, _ in chosen):
-                chosen.insert(0, (current, record.link_rule or "existing", set()))
+            if current is not None and current.status == "active" and all(p.id != current.id for p, _ in chosen):
+                chosen.insert(0, (current, Edge("", record.link_rule or "existing", -1, 1.0,
+                                                record.link_details or {})))
 
         if not chosen:
             profile = self._new_profile()
-            self._attach(record, profile, "new_profile", payload, strong)
-            return Decision(record.id, profile.id, "new_profile")
+            self._attach(record, profile, "new_profile", {}, payload, f)
+            target, first = profile, None
+        else:
+            target = min((p for p, _ in chosen), key=lambda p: (p.created_at, p.id))
+            first = chosen[0][1]
+            for profile, edge in chosen:
+                if profile.id != target.id:
+                    self._merge(target, profile, edge, record.id)
+            if record.profile_id == target.id:
+                self._rebuild.add(target.id)  # a new version of a member: values may have changed
+            self._attach(record, target, first.rule, _link_details(first), payload, f)
+        self._queue_reviews(record, target, edges)
+        return Decision(record.id, target.id, first.rule if first else "new_profile",
+                        [p.id for p, _ in chosen if p.id != target.id])
 
-        target = min((c[0] for c in chosen), key=lambda p: (p.created_at, p.id))
-        first_rule = chosen[0][1]
-        merged = []
-        for profile, rule, kinds in chosen:
-            if profile.id != target.id:
-                self._merge(target, profile, rule, kinds, record.id)
-                merged.append(profile.id)
-        if record.profile_id == target.id:
-            self._rebuild.add(target.id)  # a new version of a member: values may have changed
-        self._attach(record, target, first_rule, payload, strong)
-        return Decision(record.id, target.id, first_rule, merged)
+    def _queue_reviews(self, record: SourceRecord, target: Profile, edges: list[Edge]) -> None:
+        for edge in edges:
+            if not edge.review:
+                continue
+            pid = self._root(self._record_profile.get(edge.other, ""))
+            if pid == target.id or self._cannot_link(pid, target.id):
+                continue
+            exists = self.session.scalar(select(ReviewItem.id).where(
+                ReviewItem.record_id == record.id, ReviewItem.other_record_id == edge.other))
+            if exists is None:
+                self.session.add(ReviewItem(record_id=record.id, other_record_id=edge.other,
+                                            probability=edge.probability, details=edge.details, status="pending"))
 
     def _new_profile(self) -> Profile:
         key_id, _ = self.keys.create()
@@ -278,24 +402,51 @@ class Resolver:
         self._goldens[profile.id] = golden_mod.empty()
         return profile
 
-    def _attach(self, record: SourceRecord, profile: Profile, rule: str, payload: dict, strong) -> None:
+    def _attach(self, record: Rec, profile: Profile, rule: str, details: dict, payload: dict,
+                f: Features) -> None:
         if record.profile_id != profile.id:
             profile.record_count = (profile.record_count or 0) + 1
         record.profile_id = profile.id
         record.link_rule = rule
-        record.status = "resolved"
-        for ident in strong:
-            self._index.setdefault(ident.blind_index, set()).add(profile.id)
-            if ident.kind == "cpf":
+        record.link_details = details
+        self._touched[record.id] = record
+        self._record_profile[record.id] = profile.id
+        self._features[record.id] = f
+        for ident in record.identifiers:
+            if ident.strong or ident.kind.startswith("bk:"):
+                self._index.setdefault(ident.blind_index, []).append(record.id)
+            if ident.strong and ident.kind == "cpf":
                 self._cpfs.setdefault(profile.id, set()).add(ident.blind_index)
         if profile.id not in self._rebuild:
-            golden, provenance = self._golden(profile)
-            golden_mod.apply_record(golden, provenance, _record_info(record, self.trust(record.source)), payload,
-                                    self.settings.survivorship)
-            self._dirty.add(profile.id)
+            # Folded into the golden record at write-back, all of a chunk's
+            # records per profile at once (one read, one write per profile).
+            self._apply.setdefault(profile.id, []).append((_record_info(record, self.trust(record.source)), payload))
 
-    def _merge(self, target: Profile, other: Profile, rule: str, kinds: set[str], via_record: str) -> None:
-        self.session.flush()  # records attached earlier in this chunk must move too
+    def merge_profiles(self, target: Profile, other: Profile, edge: Edge, via_record: str, actor: str) -> None:
+        """A merge a person asked for (review queue). Refused when the two
+        hold different valid CPFs: that needs a correction first."""
+        self._load_profiles({target.id, other.id})
+        ours, theirs = self._cpfs.get(target.id, set()), self._cpfs.get(other.id, set())
+        if ours and theirs and not (ours & theirs):
+            raise ValueError("the two profiles hold different valid CPFs; correct the wrong one first")
+        self._merge(target, other, edge, via_record, actor)
+        self.session.flush()
+        self.rebuild_golden(target)
+
+    def _flush_records(self) -> None:
+        if not self._touched:
+            return
+        t = SourceRecord.__table__
+        stmt = (update(t).where(t.c.id == bindparam("rid"))
+                .values(profile_id=bindparam("pid"), link_rule=bindparam("rule"), link_details=bindparam("details"),
+                        status="resolved"))
+        self.session.execute(stmt, [{"rid": r.id, "pid": r.profile_id, "rule": r.link_rule,
+                                     "details": r.link_details} for r in self._touched.values()])
+        self._touched.clear()
+
+    def _merge(self, target: Profile, other: Profile, edge: Edge, via_record: str, actor: str = "system") -> None:
+        self.session.flush()  # new profiles first: records point at them
+        self._flush_records()  # records attached earlier in this chunk must move too
         moved = list(self.session.scalars(select(SourceRecord.id).where(SourceRecord.profile_id == other.id)))
         self._move_records(moved, other, target)
         other.status = "merged"
@@ -304,22 +455,55 @@ class Resolver:
         other.provenance = {}
         self.keys.destroy([other.key_id])  # its golden copy is gone; nothing else used that key
         self._alias[other.id] = target.id
+        for rid in moved:
+            self._record_profile[rid] = target.id
         self._cpfs.setdefault(target.id, set()).update(self._cpfs.pop(other.id, set()))
         self._goldens.pop(other.id, None)
-        self._dirty.discard(other.id)
+        self._apply.pop(other.id, None)
         self._rebuild.add(target.id)
-        self.session.add(MergeEvent(
-            kind="merge", profile_id=target.id, other_profile_id=other.id, record_ids=moved, rule=rule,
-            details={"matched_on": sorted(kinds), "via_record": via_record},
-        ))
-        log.info("merged profile=%s into=%s rule=%s records=%d", other.id, target.id, rule, len(moved))
+        details = {**_link_details(edge), "via_record": via_record}
+        self.session.add(MergeEvent(kind="merge", profile_id=target.id, other_profile_id=other.id,
+                                    record_ids=moved, rule=edge.rule, details=details, actor=actor))
+        log.info("merged profile=%s into=%s rule=%s records=%d", other.id, target.id, edge.rule, len(moved))
 
     def _write_back(self, record_ids: list[str]) -> None:
-        for pid in self._dirty - self._rebuild:
+        todo = {pid: items for pid, items in self._apply.items() if pid not in self._rebuild}
+        existing = [pid for pid in todo if pid not in self._goldens]
+        p = Profile.__table__
+        stored: dict[str, tuple] = {}
+        for start in range(0, len(existing), 500):
+            for pid, key_id, golden_ct, provenance in self.session.execute(
+                select(p.c.id, p.c.key_id, p.c.golden_ct, p.c.provenance).where(p.c.id.in_(existing[start:start + 500]))
+            ):
+                stored[pid] = (key_id, golden_ct, provenance)
+        self.keys.preload([v[0] for v in stored.values()])
+        updates = []
+        for pid, items in todo.items():
+            if pid in self._goldens:  # created in this chunk: the ORM object carries it
+                golden, provenance = self._goldens[pid]
+            else:
+                key_id, golden_ct, provenance = stored[pid]
+                golden = (crypto.decrypt_json(self.keys.get(key_id), golden_ct, "profiles", pid, "golden")
+                          if golden_ct else {"identifiers": {}})
+                golden.setdefault("identifiers", {})
+                provenance = dict(provenance or {})
+                provenance["identifiers"] = dict(provenance.get("identifiers", {}))
+            for info, payload in items:
+                golden_mod.apply_record(golden, provenance, info, payload, self.settings.survivorship)
             profile = self._profile(pid)
-            golden, provenance = self._goldens[pid]
-            _store_golden(self.keys, profile, golden, provenance)
+            if pid in self._goldens:
+                _store_golden(self.keys, profile, golden, provenance)
+            else:
+                updates.append({"pid": pid, "golden": crypto.encrypt_json(self.keys.get(stored[pid][0]), golden,
+                                                                        "profiles", pid, "golden"),
+                                "prov": provenance, "now": utcnow()})
+        if updates:
+            self.session.execute(
+                update(p).where(p.c.id == bindparam("pid"))
+                .values(golden_ct=bindparam("golden"), provenance=bindparam("prov"), updated_at=bindparam("now")),
+                updates)
         self.session.flush()
+        self._flush_records()
         for pid in self._rebuild:
             profile = self._profile(pid)
             if profile is not None and profile.status == "active":
@@ -330,7 +514,6 @@ class Resolver:
             owner = select(SourceRecord.profile_id).where(SourceRecord.id == Event.record_id).scalar_subquery()
             self.session.execute(update(Event).where(Event.record_id.in_(part)).values(profile_id=owner),
                                  execution_options={"synchronize_session": False})
-        self._reset_chunk()
 
     def _move_records(self, record_ids: list[str], source: Profile, target: Profile) -> None:
         if not record_ids:
@@ -419,15 +602,18 @@ def resolve_records(runtime: Runtime, record_ids: list[str], progress=None) -> l
             if session.bind.dialect.name == "postgresql":
                 session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": RESOLUTION_LOCK_ID})
             resolver = Resolver(session, runtime.keys(session), runtime.settings)
-            records = session.scalars(
-                select(SourceRecord)
-                .where(SourceRecord.id.in_(chunk), SourceRecord.status == "pending")
-                .options(selectinload(SourceRecord.identifiers))
-            ).all()
-            by_id = {r.id: r for r in records}
-            decisions.extend(resolver.resolve_chunk([by_id[rid] for rid in chunk if rid in by_id]))
+            pending = load_records(session, chunk)
+            decisions.extend(resolver.resolve_chunk(pending))
+            # Their consent signals enter the ledger in this transaction, under the final
+            # profile (idempotent: a signal from a record is appended once).
+            from consent.ledger import ingest_record_signals
+
+            ingest_record_signals(session, resolver.keys, pending)
         if progress:
             progress(len(chunk))
+    from activation.metrics import refresh_profiles  # derived traits of the touched profiles (docs/metrics.md)
+
+    refresh_profiles(runtime, [pid for d in decisions for pid in (d.profile_id, *d.merged)])
     return decisions
 
 

@@ -162,6 +162,8 @@ def _value(row: dict, spec: dict | None, field: str) -> Any:
         try:
             parsed = datetime.strptime(str(value).strip(), fmt)
         except ValueError:
+            if field.startswith("traits."):
+                return value  # a mistyped date is still evidence; ingestion keeps it as unverified
             raise RowError(field, f"does not match format {fmt!r}") from None
         return parsed.date().isoformat() if not any(t in fmt for t in ("%H", "%M", "%S")) else parsed.isoformat()
     return value
@@ -307,6 +309,7 @@ class FileSource(SourceConnector):
     """CSV or JSON-lines file; the cursor is the number of rows already read."""
 
     name = "file"
+    title = "CSV / JSON-lines file"
     config_schema = FileSourceConfig
 
     def __init__(self, config: dict):

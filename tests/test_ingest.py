@@ -37,7 +37,8 @@ def test_changed_record_is_new_version(any_runtime):
         assert rec.version == 2
         assert s.scalar(select(func.count()).select_from(RecordVersion)) == 1
         assert decrypt_payload(any_runtime.keys(s), rec)["identifiers"][0]["value"] == "ana.souza@example.com"
-        assert len(rec.identifiers) == 1  # old identifiers replaced, not accumulated
+        idents = [i for i in rec.identifiers if not i.kind.startswith("bk:")]
+        assert len(idents) == 1  # old identifiers replaced, not accumulated
 
 
 def test_same_external_id_in_other_source_is_other_record(runtime):
@@ -50,7 +51,7 @@ def test_bad_record_does_not_block_good_ones(runtime):
     batch = [
         record(email="ok1@example.com"),
         {"external_id": "x", "identifiers": {"email": "a@b.com"}, "colour": "blue"},
-        record(email="ok2@example.com", traits={"birth_date": "31/02/1990"}),
+        record(email="ok2@example.com", traits={"birth_date": "31/02"}),
         record(email="ok3@example.com"),
     ]
     result = ingest_batch(runtime, "loja", batch)
@@ -74,7 +75,7 @@ def test_record_needs_some_content(runtime):
 def test_invalid_cpf_is_kept_but_not_strong(runtime):
     ingest_batch(runtime, "loja", [record(cpf=CPF_INVALID, name="Davi Rocha")])
     with runtime.session() as s:
-        ident = s.scalars(select(Identifier)).one()
+        ident = s.scalars(select(Identifier).where(Identifier.kind.not_like("bk:%"))).one()
         assert ident.kind == "cpf_unverified"
         assert ident.strong is False
         payload = decrypt_payload(runtime.keys(s), s.scalars(select(SourceRecord)).one())
@@ -84,7 +85,7 @@ def test_invalid_cpf_is_kept_but_not_strong(runtime):
 def test_custom_identifier_kinds_exact_and_fuzzy(runtime):
     ingest_batch(runtime, "erp", [record(custom={"customer_number": "  C-001 ", "ssn": {"value": "123", "match": "fuzzy"}})])
     with runtime.session() as s:
-        kinds = {i.kind: i.strong for i in s.scalars(select(Identifier))}
+        kinds = {i.kind: i.strong for i in s.scalars(select(Identifier).where(Identifier.kind.not_like("bk:%")))}
     assert kinds == {"custom:customer_number": True, "custom:ssn": False}
 
 

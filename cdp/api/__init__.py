@@ -98,6 +98,24 @@ def init_api(app: Flask) -> None:
     api.register_blueprint(health.blp)
     api.register_blueprint(records.blp)
     api.register_blueprint(profiles.blp)
+    from cdp.api import connectors as connectors_api
+
+    api.register_blueprint(connectors_api.blp)
+    from consent.api import blp as consent_blp
+
+    api.register_blueprint(consent_blp)
+    from cdp.api import dsr as dsr_api  # data-subject requests, legal holds, processing records, incidents
+
+    api.register_blueprint(dsr_api.blp)
+    from identity.api import blp as identity_blp
+
+    api.register_blueprint(identity_blp)
+    from activation.api import blp as segments_blp  # segments and their members (docs/segments.md)
+
+    api.register_blueprint(segments_blp)
+    from cdp.console import init_console  # DPO console: server-rendered pages at /console/
+
+    init_console(app)
 
     @app.errorhandler(Exception)
     def _unexpected(error):  # never a traceback to the caller

@@ -2,6 +2,7 @@
 summarize (and score the clusters against the generator's truth)."""
 from __future__ import annotations
 
+import secrets
 import sys
 import time
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ class DemoSummary:
     sample_profile: str | None
     jobs: str = "in-process"
     extra: dict = field(default_factory=dict)
+    console_login: tuple[str, str] | None = None  # (e-mail, password) of the demo DPO console user
 
     @property
     def records_per_second(self) -> float:
@@ -58,6 +60,10 @@ def run_demo(settings: Settings, people: int = 1000, seed: int = 42, quiet: bool
     keyring = Keyring.load_or_create(settings)
     migrate.upgrade(settings)
     runtime = Runtime(settings, keyring)
+    from consent.purposes import seed_defaults
+
+    with runtime.session() as session:
+        seed_defaults(session)  # as `cdp init` does: the demo's consent signals need their purposes
     dataset = generate(settings.instance_path / "demo", people=people, seed=seed)
 
     started = time.perf_counter()
@@ -84,8 +90,13 @@ def run_demo(settings: Settings, people: int = 1000, seed: int = 42, quiet: bool
         sample = session.scalar(select(Profile.id).where(Profile.status == "active")
                                 .order_by(Profile.record_count.desc(), Profile.id).limit(1))
         _key, token = create_api_key(session, "demo", ["ingest", "profiles:read", "profiles:write"])
+    from cdp.console.staff import add_staff
+
+    console_login = ("dpo@demo.local", secrets.token_urlsafe(12))  # a fresh password per demo run, printed once
+    add_staff(runtime, console_login[0], "dpo", console_login[1])
     return DemoSummary(people=dataset.people, records=dataset.records, counts=totals, profiles=profiles,
-                       merges=merges, seconds=seconds, score=score, api_key=token, sample_profile=sample, jobs=jobs)
+                       merges=merges, seconds=seconds, score=score, api_key=token, sample_profile=sample, jobs=jobs,
+                       console_login=console_login)
 
 
 def _pending(runtime: Runtime) -> int:

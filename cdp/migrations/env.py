@@ -4,6 +4,12 @@ from sqlalchemy import pool
 
 from cdp.models import Base, UTCDateTime
 from cdp.store import get_engine
+import cdp.sync_models  # noqa: F401,E402 - sync_runs (0002)
+import consent.models  # noqa: F401,E402 - consent ledger and purposes (0003)
+import consent.dsr.models, cdp.disclosures  # noqa: F401,E401,E402 - requests, suppression, incidents, disclosures (0004)
+import cdp.console.models  # noqa: F401,E402 - DPO console staff accounts (0004)
+import identity.models  # noqa: F401,E402 - match models, review queue (0005)
+import activation.models  # noqa: F401,E402 - metrics, segments, activation (0006)
 
 config = context.config
 target_metadata = Base.metadata

@@ -62,14 +62,28 @@ def test_semicolon_csv_is_sniffed(tmp_path):
     assert rec["traits"]["first_name"] == "Ana"
 
 
-def test_row_with_bad_date_is_reported_by_row_and_field(tmp_path):
+def test_trait_date_in_another_format_is_passed_on_for_ingestion_to_judge(tmp_path):
     bad = list(ROW)
     bad[7] = "17/05/1990"
     data, mp = write(tmp_path, [ROW, bad])
     batch = next(FileSource({"path": str(data), "mapping": str(mp)}).read())
-    assert len(batch.records) == 1
-    where, errors = batch.errors[0]
-    assert where == "row 2" and "traits.birth_date" in errors
+    assert [r["traits"]["birth_date"] for r in batch.records] == ["1990-05-17", "17/05/1990"]
+
+
+def test_event_date_in_wrong_format_is_reported_by_row_and_field():
+    mapping = load_mapping_text("""
+source: pesquisa
+external_id: id
+identifiers: {email: email}
+events:
+  - type: nps_response
+    occurred_at: {column: data, format: "%d/%m/%Y"}
+""")
+    from plugins.file_source import RowError
+
+    with pytest.raises(RowError) as err:
+        apply_mapping(mapping, {"id": "1", "email": "a@b.com", "data": "2026-03-05"})
+    assert err.value.field == "events.nps_response.occurred_at"
 
 
 def test_empty_cells_are_missing_values(tmp_path):

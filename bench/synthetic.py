@@ -1,0 +1,165 @@
+"""Identity resolution at scale on realistic Brazilian data: the `cdp demo`
+generator (several sources per person, typos, missing CPFs, other e-mail or
+phone per source, family-shared contacts), ingested and resolved
+incrementally through the product, then a batch rebuild; Splink on the same
+records for comparison.
+
+    .venv/bin/python bench/synthetic.py --people 20000 [--backends sqlite,postgresql] [--splink]
+
+Prints records/s of incremental ingest+resolve, rebuild time, peak memory
+(each run in its own process) and pairwise F1 against the generator's truth.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def run_cdp(people: int, database_url: str | None, data_dir: Path) -> dict:
+    from cdp.cli import ingest_connector
+    from cdp.demo.dataset import generate
+    from cdp.links import iter_links
+    from identity.evaluate import pairwise, read_truth
+    from identity.rebuild import rebuild
+    from plugins.file_source import FileSource
+    from tests.conftest import make_runtime, make_settings
+
+    ds = generate(data_dir, people=people, seed=5)
+    with tempfile.TemporaryDirectory() as tmp:
+        runtime = make_runtime(make_settings(Path(tmp) / "instance", database_url))
+
+        class Bar:
+            def update(self, n):
+                pass
+
+        t0 = time.perf_counter()
+        for data, mapping in ds.files:
+            config = {"path": str(data)} | ({"mapping": str(mapping)} if mapping else {})
+            ingest_connector(runtime, FileSource(config), quiet=True, bar=Bar())
+        incremental = time.perf_counter() - t0
+        peak_incremental = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        truth = read_truth(ds.truth_path)
+        score = pairwise({(s, e): p for s, e, p in iter_links(runtime)}, truth).as_dict()
+        t1 = time.perf_counter()
+        stats = rebuild(runtime)
+        rebuild_s = time.perf_counter() - t1
+    return {"records": ds.records, "incremental_s": round(incremental, 1),
+            "records_per_s": round(ds.records / incremental, 1), "peak_mb_incremental": round(peak_incremental),
+            "rebuild_s": round(rebuild_s, 1), "rebuild_changed": stats["changed_records"], **score}
+
+
+def run_splink(people: int, data_dir: Path) -> dict:
+    """The same records, flattened to one row each, through Splink (DuckDB)."""
+    import pandas as pd
+    import splink.comparison_library as cl
+    from splink import DuckDBAPI, Linker, SettingsCreator, block_on
+
+    from cdp.demo.dataset import generate
+    from cdp.ingest import normalize_record
+    from identity.evaluate import pairwise, read_truth
+    from plugins.file_source import FileSource
+    from schemas.record import load_record
+
+    ds = generate(data_dir, people=people, seed=5)
+    rows = []
+    for data, mapping in ds.files:
+        config = {"path": str(data)} | ({"mapping": str(mapping)} if mapping else {})
+        source = FileSource(config)
+        for batch in source.read(batch_size=5000):
+            for raw in batch.records:
+                rec = load_record(raw, source.source_name or raw.get("source"))
+                p = normalize_record(rec, {})
+                ids = {}
+                for ident in p["identifiers"]:
+                    ids.setdefault(ident["kind"], ident["value"])
+                t = p["traits"]
+                name = (p.get("name") or {}).get("match") or ""
+                parts = name.split()
+                rows.append({"uid": f"{rec['source']}|{rec['external_id']}", "first_name": parts[0] if parts else None,
+                             "surname": parts[-1] if len(parts) > 1 else None, "dob": t.get("birth_date"),
+                             "email": ids.get("email"), "phone": ids.get("phone"), "cpf": ids.get("cpf"),
+                             "postcode": t.get("postal_code"), "city": t.get("city")})
+    df = pd.DataFrame(rows)
+    t0 = time.perf_counter()
+    db_api = DuckDBAPI()
+    table = db_api.register(df)
+    settings = SettingsCreator(
+        unique_id_column_name="uid", link_type="dedupe_only",
+        blocking_rules_to_generate_predictions=[block_on("cpf"), block_on("email"), block_on("phone"),
+                                                block_on("first_name", "surname"), block_on("surname", "dob"),
+                                                block_on("postcode", "first_name")],
+        comparisons=[cl.NameComparison("first_name"), cl.NameComparison("surname"),
+                     cl.DateOfBirthComparison("dob", input_is_string=True), cl.ExactMatch("cpf"),
+                     cl.EmailComparison("email"), cl.ExactMatch("phone"), cl.ExactMatch("postcode"),
+                     cl.ExactMatch("city")],
+    )
+    linker = Linker(table, settings, log_level=None)
+    linker.training.estimate_probability_two_random_records_match([block_on("cpf"), block_on("email")], recall=0.7)
+    linker.training.estimate_u_using_random_sampling(max_pairs=1e6, seed=1)
+    linker.training.estimate_parameters_using_expectation_maximisation(block_on("first_name", "surname"))
+    linker.training.estimate_parameters_using_expectation_maximisation(block_on("dob"))
+    predictions = linker.inference.predict(threshold_match_probability=0.5)
+    clusters = linker.clustering.cluster_pairwise_predictions_at_threshold(predictions, 0.95).as_pandas_dataframe()
+    seconds = time.perf_counter() - t0
+    predicted = {tuple(uid.split("|", 1)): str(c) for uid, c in zip(clusters["uid"], clusters["cluster_id"])}
+    score = pairwise(predicted, read_truth(ds.truth_path)).as_dict()
+    return {"records": len(df), "seconds": round(seconds, 1), **score}
+
+
+def child(kind: str, people: int, database_url: str | None) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        result = run_splink(people, Path(tmp)) if kind == "splink" else run_cdp(people, database_url, Path(tmp))
+    result["peak_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    print("RESULT " + json.dumps(result))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--people", type=int, default=20000)
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--splink", action="store_true")
+    parser.add_argument("--pg", default=os.environ.get("CDP_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test"))
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        kind, url = args.child
+        return child(kind, args.people, None if url == "-" else url)
+    runs = []
+    for backend in args.backends.split(","):
+        url, cleanup = "-", None
+        if backend == "postgresql":
+            import psycopg
+
+            name = f"cdp_bench_{secrets.token_hex(4)}"
+            with psycopg.connect(args.pg, autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{name}"')
+            url = args.pg.rsplit("/", 1)[0] + "/" + name
+            cleanup = name
+        runs.append((backend, ["cdp", url], cleanup))
+    if args.splink:
+        runs.append(("splink", ["splink", "-"], None))
+    for label, child_args, cleanup in runs:
+        proc = subprocess.run([sys.executable, __file__, "--people", str(args.people), "--child", *child_args],
+                              capture_output=True, text=True, cwd=ROOT)
+        if cleanup:
+            import psycopg
+
+            with psycopg.connect(args.pg, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{cleanup}" WITH (FORCE)')
+        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+        print(f"{label}: " + (line[7:] if line else f"failed: {proc.stderr.strip().splitlines()[-1:]}"), flush=True)
+
+
+if __name__ == "__main__":
+    main()

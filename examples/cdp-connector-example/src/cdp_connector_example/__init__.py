@@ -1,0 +1,1 @@
+"""Example third-party cdp connector (Exemplo CRM contacts)."""

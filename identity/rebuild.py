@@ -1,0 +1,319 @@
+"""`cdp identity rebuild`: re-resolve every record from scratch (backfills,
+a new model, new rules) in two phases.
+
+1. Edges, in parallel (rq jobs over slices of record ids, or in-process):
+   each record is compared with the EARLIER records (received order) that
+   share one of its strong identifiers or blocking keys, exactly the records
+   incremental resolution would have met; decided pairs go to `rebuild_edges`.
+2. Clusters, in one pass over the records in the same order, applying the
+   edges with the same greedy rule and guards as incremental resolution
+   (strongest first; never two different valid CPFs; a person's cannot-link
+   respected) — so the clusters equal what incremental resolution produces.
+   Existing profile ids are kept where a cluster still holds most of a
+   profile's records (consent and history stay attached).
+
+Memory is bounded by the slice size in phase 1 and by a few integers per
+record in phase 2; no personal data leaves the database in clear.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter, defaultdict
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import selectinload
+
+from cdp.models import CannotLink, Identifier, MergeEvent, Profile, SourceRecord, new_id, utcnow
+from cdp.store import Runtime
+from identity.models import LabelledPair, RebuildEdge, ReviewItem
+from identity.pairs import Edge, decide
+from identity.resolve import Resolver, active_model
+from identity.training import _features
+
+SLICE = 1000
+
+
+def ordered_ids(runtime: Runtime) -> list[str]:
+    with runtime.session() as session:
+        return list(session.scalars(select(SourceRecord.id).order_by(SourceRecord.received_at, SourceRecord.id)))
+
+
+def compute_edges(runtime: Runtime, run: str, record_ids: list[str]) -> int:
+    """Phase 1 for one slice of records. Idempotent per (run, slice)."""
+    settings = runtime.settings
+    with runtime.session() as session:
+        keys = runtime.keys(session)
+        model = active_model(session)
+        session.execute(delete(RebuildEdge).where(RebuildEdge.run == run, RebuildEdge.record_id.in_(record_ids)))
+        records = session.scalars(select(SourceRecord).where(SourceRecord.id.in_(record_ids))
+                                  .options(selectinload(SourceRecord.identifiers))).all()
+        usable = lambda i: i.strong or i.kind.startswith("bk:")  # noqa: E731
+        bis = list({i.blind_index for r in records for i in r.identifiers if usable(i)})
+        holders: dict[bytes, list[tuple]] = defaultdict(list)
+        for start in range(0, len(bis), 500):
+            for bi, rid, received in session.execute(
+                select(Identifier.blind_index, SourceRecord.id, SourceRecord.received_at)
+                .join(SourceRecord, SourceRecord.id == Identifier.record_id)
+                .where(Identifier.blind_index.in_(bis[start:start + 500]))
+            ):
+                holders[bi].append(((received, rid), rid))
+        candidates = {rid for hs in holders.values() for _, rid in hs}
+        feats = _features(session, keys, sorted(candidates | {r.id for r in records}))
+        ids = sorted(candidates | {r.id for r in records})
+        decided = {}
+        for start in range(0, len(ids), 500):
+            part = ids[start:start + 500]
+            for a, b, same in session.execute(select(LabelledPair.record_a, LabelledPair.record_b, LabelledPair.is_match)
+                                              .where(LabelledPair.record_a.in_(part))):
+                decided[frozenset((a, b))] = same
+        count = 0
+        for record in records:
+            me = (record.received_at, record.id)
+            shared: dict[str, set[str]] = {}
+            for ident in record.identifiers:
+                if not usable(ident):
+                    continue
+                earlier = [rid for key, rid in holders.get(ident.blind_index, ()) if key < me]
+                if len(earlier) > settings.max_block:
+                    continue  # too common at this point in time, as incremental saw it
+                for rid in earlier:
+                    kinds = shared.setdefault(rid, set())
+                    if ident.strong:
+                        kinds.add(ident.kind)
+            for rid, kinds in shared.items():
+                label = decided.get(frozenset((record.id, rid)))
+                if label is False:
+                    continue
+                edge = decide(feats[record.id], feats[rid], rid, kinds, model, settings)
+                if label is True and (edge is None or edge.review):
+                    edge = Edge(rid, "review_match", 0, 1.0, {"decided_by": "person"})
+                if edge is None:
+                    continue
+                session.add(RebuildEdge(run=run, record_id=record.id, record_order=record.received_at,
+                                        other_id=rid, rule=edge.rule, rank=edge.rank,
+                                        probability=edge.probability, review=edge.review, details=edge.details))
+                count += 1
+        return count
+
+
+def compute_edges_job(run: str, record_ids: list[str]) -> int:
+    from cdp.jobs import _worker_runtime
+
+    return compute_edges(_worker_runtime(), run, record_ids)
+
+
+class _Components:
+    """Union-find over record positions with the guards incremental resolution applies."""
+
+    def __init__(self):
+        self.parent: dict[int, int] = {}
+        self.first: dict[int, int] = {}            # root -> position of its first record (creation order)
+        self.cpfs: dict[int, set[bytes]] = {}
+        self.tokens: dict[int, set[tuple]] = {}    # cannot-link tokens (link id, side)
+
+    def add(self, pos: int, cpfs: set[bytes], tokens: set[tuple]) -> None:
+        self.parent[pos] = pos
+        self.first[pos] = pos
+        self.cpfs[pos] = set(cpfs)
+        self.tokens[pos] = set(tokens)
+
+    def find(self, x: int) -> int:
+        root = x
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[x] != root:
+            self.parent[x], x = root, self.parent[x]
+        return root
+
+    def union_into(self, target: int, other: int) -> None:
+        self.parent[other] = target
+        self.first[target] = min(self.first[target], self.first.pop(other))
+        self.cpfs[target] |= self.cpfs.pop(other)
+        self.tokens[target] |= self.tokens.pop(other)
+
+    def conflict(self, a: int, b: int) -> bool:
+        return any((k, 1 - side) in self.tokens[b] for k, side in self.tokens[a])
+
+
+def cluster(runtime: Runtime, run: str, order: list[str], progress=None):
+    """Phase 2: returns (position -> root, position -> (rule, details), review pairs)."""
+    pos = {rid: i for i, rid in enumerate(order)}
+    comps = _Components()
+    link: dict[int, tuple[str, dict]] = {}
+    reviews: list[tuple[str, str, float, dict]] = []
+    with runtime.session() as session:
+        profile_tokens: dict[str, set[tuple]] = defaultdict(set)
+        for k, (a, b) in enumerate(session.execute(select(CannotLink.profile_a, CannotLink.profile_b))):
+            profile_tokens[a].add((k, 0))
+            profile_tokens[b].add((k, 1))
+        for start in range(0, len(order), SLICE):
+            part = order[start:start + SLICE]
+            cpfs: dict[str, set[bytes]] = defaultdict(set)
+            for rid, bi in session.execute(select(Identifier.record_id, Identifier.blind_index).where(
+                    Identifier.record_id.in_(part), Identifier.kind == "cpf", Identifier.strong.is_(True))):
+                cpfs[rid].add(bi)
+            current = dict(session.execute(select(SourceRecord.id, SourceRecord.profile_id)
+                                           .where(SourceRecord.id.in_(part))).all())
+            edges: dict[str, list[RebuildEdge]] = defaultdict(list)
+            for e in session.scalars(select(RebuildEdge).where(RebuildEdge.run == run,
+                                                               RebuildEdge.record_id.in_(part))):
+                edges[e.record_id].append(e)
+            for rid in part:
+                me = pos[rid]
+                comps.add(me, cpfs.get(rid, set()), profile_tokens.get(current.get(rid), set()))
+                best: dict[int, RebuildEdge] = {}
+                for e in edges.get(rid, ()):
+                    if e.review or e.other_id not in pos:
+                        continue
+                    root = comps.find(pos[e.other_id])
+                    if root not in best or (e.rank, -e.probability) < (best[root].rank, -best[root].probability):
+                        best[root] = e
+                ranked = sorted(best.items(), key=lambda kv: (kv[1].rank, -kv[1].probability, comps.first[kv[0]], kv[0]))
+                chosen: list[tuple[int, RebuildEdge]] = []
+                acc = set(comps.cpfs[me])
+                for root, e in ranked:
+                    theirs = comps.cpfs[root]
+                    if e.rule != "same_cpf" and acc and theirs and not (acc & theirs):
+                        continue
+                    if e.rule != "same_cpf" and len(acc | theirs) > max(len(acc), len(theirs), 1):
+                        continue
+                    if any(comps.conflict(root, r) for r, _ in chosen):
+                        continue
+                    chosen.append((root, e))
+                    acc |= theirs
+                if chosen:
+                    first_edge = chosen[0][1]
+                    link[me] = (first_edge.rule, {**first_edge.details, "matched_record": first_edge.other_id})
+                    target = min((r for r, _ in chosen), key=lambda r: comps.first[r])
+                    for r, _ in chosen:
+                        if r != target:
+                            comps.union_into(target, r)
+                    comps.union_into(target, me)
+                else:
+                    link[me] = ("new_profile", {})
+                for e in edges.get(rid, ()):
+                    if e.review:
+                        reviews.append((rid, e.other_id, e.probability, e.details))
+            if progress:
+                progress(len(part))
+    roots = {i: comps.find(i) for i in range(len(order))}
+    return roots, link, reviews
+
+
+def apply_clusters(runtime: Runtime, order: list[str], roots: dict[int, int], link: dict, reviews: list,
+                   progress=None) -> dict:
+    """Write the clusters: keep each profile id where it still holds most of
+    its records; everything else becomes a merge into the survivor."""
+    members: dict[int, list[int]] = defaultdict(list)
+    for i, root in roots.items():
+        members[root].append(i)
+    stats = {"profiles": len(members), "records": len(order), "changed_records": 0}
+    with runtime.session() as session:
+        current: dict[str, str | None] = {}
+        for start in range(0, len(order), 1000):
+            current.update(dict(session.execute(select(SourceRecord.id, SourceRecord.profile_id)
+                                                .where(SourceRecord.id.in_(order[start:start + 1000]))).all()))
+        claimed: set[str] = set()
+        assignment: dict[int, str] = {}
+        # Biggest clusters choose first, so a split keeps the id on its larger part.
+        for root in sorted(members, key=lambda r: (-len(members[r]), r)):
+            votes = Counter(current.get(order[i]) for i in members[root] if current.get(order[i]))
+            pick = next((pid for pid, _ in votes.most_common() if pid not in claimed), None)
+            assignment[root] = pick or new_id()
+            claimed.add(assignment[root])
+    pos = {rid: i for i, rid in enumerate(order)}
+    with runtime.session() as session:
+        keys = runtime.keys(session)
+        resolver = Resolver(session, keys, runtime.settings)
+        for root, pid in assignment.items():
+            profile = session.get(Profile, pid)
+            if profile is None:
+                key_id, _ = keys.create()
+                session.add(Profile(id=pid, key_id=key_id, provenance={}, record_count=0, status="active"))
+            elif profile.status != "active":
+                if profile.golden_ct is None:
+                    key_id, _ = keys.create()
+                    profile.key_id = key_id
+                profile.status, profile.merged_into = "active", None
+        session.flush()
+        touched: set[str] = set()
+        for i, rid in enumerate(order):
+            pid = assignment[roots[i]]
+            rule, details = link[i]
+            if current.get(rid) != pid:
+                stats["changed_records"] += 1
+                touched.update(p for p in (current.get(rid), pid) if p)
+            session.execute(update(SourceRecord).where(SourceRecord.id == rid).values(
+                profile_id=pid, link_rule=rule, link_details=details, status="resolved"),
+                execution_options={"synchronize_session": False})
+        session.flush()
+        for old in touched - claimed:
+            profile = session.get(Profile, old)
+            if profile is None or profile.status != "active":
+                continue
+            survivor = Counter(assignment[roots[i]] for i, rid in enumerate(order) if current.get(rid) == old)
+            into = survivor.most_common(1)[0][0]
+            profile.status, profile.merged_into, profile.golden_ct, profile.provenance = "merged", into, None, {}
+            keys.destroy([profile.key_id])
+            session.add(MergeEvent(kind="merge", profile_id=into, other_profile_id=old, record_ids=[],
+                                   rule="rebuild", details={}, actor="rebuild"))
+        session.expire_all()
+        for pid in touched & claimed:
+            resolver.rebuild_golden(session.get(Profile, pid))
+        for rid, other, probability, details in reviews:
+            exists = session.scalar(select(ReviewItem.id).where(ReviewItem.record_id == rid,
+                                                                ReviewItem.other_record_id == other))
+            if exists is None and assignment[roots[pos[rid]]] != assignment[roots[pos[other]]]:
+                session.add(ReviewItem(record_id=rid, other_record_id=other, probability=probability,
+                                       details=details, status="pending"))
+    return stats
+
+
+def rebuild(runtime: Runtime, progress=None, wait_timeout: float = 24 * 3600) -> dict:
+    run = str(uuid.uuid4())
+    order = ordered_ids(runtime)
+    slices = [order[i:i + SLICE] for i in range(0, len(order), SLICE)]
+    started = time.perf_counter()
+    if runtime.settings.redis_url:
+        from rq import Retry
+
+        from cdp.jobs import queue
+
+        q = queue(runtime)
+        jobs = [q.enqueue(compute_edges_job, run, part, retry=Retry(max=3, interval=[5, 30, 60]),
+                          description=f"rebuild edges ({len(part)} records)", job_timeout=3600) for part in slices]
+        done: set[str] = set()
+        deadline = time.monotonic() + wait_timeout
+        while len(done) < len(jobs):
+            for job in jobs:
+                if job.id in done:
+                    continue
+                status = job.get_status(refresh=True)
+                if status == "finished":
+                    done.add(job.id)
+                    if progress:
+                        progress("edges", len(slices_of(job, slices)))
+                elif status == "failed" and not job.retries_left:
+                    raise RuntimeError(f"rebuild job {job.id} failed; see `rq info` / the failed job registry")
+            if time.monotonic() > deadline:
+                raise TimeoutError("rebuild: workers did not finish in time (is `cdp worker` running?)")
+            time.sleep(0.2)
+    else:
+        for part in slices:
+            compute_edges(runtime, run, part)
+            if progress:
+                progress("edges", len(part))
+    edges_seconds = time.perf_counter() - started
+    roots, link, reviews = cluster(runtime, run, order,
+                                   progress=(lambda n: progress("clusters", n)) if progress else None)
+    stats = apply_clusters(runtime, order, roots, link, reviews)
+    with runtime.session() as session:
+        session.execute(delete(RebuildEdge).where(RebuildEdge.run == run))
+    stats.update(edges_seconds=round(edges_seconds, 2), seconds=round(time.perf_counter() - started, 2),
+                 reviews=len(reviews))
+    return stats
+
+
+def slices_of(job, slices) -> list:
+    return job.args[1] if job.args and len(job.args) > 1 else []

@@ -1,0 +1,53 @@
+import pytest
+
+from identity.features import blocking_keys, from_payload, phonetic
+
+
+@pytest.mark.parametrize("a,b", [("souza", "sousa"), ("thiago", "tiago"), ("luiz", "luis"), ("rafaella", "rafaela"),
+                                 ("cecilia", "sesilia"), ("guilherme", "gilherme"), ("helena", "elena"),
+                                 ("queiroz", "queiros"), ("william", "wiliam"), ("sylva", "silva")])
+def test_portuguese_spelling_variants_sound_alike(a, b):
+    assert phonetic(a) == phonetic(b)
+
+
+@pytest.mark.parametrize("a,b", [("maria", "mario"), ("souza", "silva"), ("ana", "ane")])
+def test_different_names_sound_different(a, b):
+    assert phonetic(a) != phonetic(b)
+
+
+def payload(**traits):
+    return {"traits": traits, "identifiers": []}
+
+
+def test_particles_and_accents_do_not_count():
+    f = from_payload(payload(full_name="José da Silva dos Santos"))
+    assert f.given == "jose" and f.surnames == ("silva", "santos")
+
+
+def test_nickname_resolves_to_formal_name():
+    assert from_payload(payload(first_name="Zé", last_name="Lima")).given == "jose"
+
+
+def test_first_and_last_name_traits_win_over_full_name():
+    f = from_payload(payload(first_name="Maria Eduarda", last_name="Costa", full_name="x y"))
+    assert f.given == "maria" and f.given_all == "maria eduarda" and f.surnames == ("costa",)
+
+
+def test_swapped_names_share_the_name_block():
+    a = dict(blocking_keys(from_payload(payload(first_name="Souza", last_name="Ana"))))
+    b = dict(blocking_keys(from_payload(payload(first_name="Ana", last_name="Souza"))))
+    assert a["nm"] == b["nm"]
+
+
+def test_cpf_with_wrong_check_digit_meets_its_owner():
+    good = {"traits": {}, "identifiers": [{"kind": "cpf", "value": "52998224725", "valid": True}]}
+    typo = {"traits": {}, "identifiers": [{"kind": "cpf", "value": "52998224724", "valid": False}]}
+    assert dict(blocking_keys(from_payload(good)))["cpf9"] == dict(blocking_keys(from_payload(typo)))["cpf9"]
+
+
+def test_birth_date_and_cep_keys():
+    keys = dict(blocking_keys(from_payload(payload(first_name="Ana", last_name="Lima", birth_date="1990-05-17",
+                                                    postal_code="01310100", street_number="100"))))
+    assert keys["dob"] == "19900517"
+    assert keys["ad"] == "01310100|100"
+    assert keys["sy"].endswith("|1990")

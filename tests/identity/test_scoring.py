@@ -1,0 +1,53 @@
+import random
+
+from identity.features import Features
+from identity.scoring import Model, estimate_m, estimate_u
+
+
+def person(given, surname, dob, cep=None):
+    return Features(given=given, given_all=given, surnames=(surname,), birth_date=dob, postal_code=cep)
+
+
+def test_agreement_scores_higher_than_disagreement():
+    model = Model.default()
+    same = model.score(model.vector(person("ana", "lima", "19900517", "01310100"),
+                                    person("ana", "lima", "19900517", "01310100")))
+    typo = model.score(model.vector(person("ana", "lima", "19900517"), person("anna", "lima", "19900571")))
+    other = model.score(model.vector(person("ana", "lima", "19900517"), person("bruno", "costa", "19650101")))
+    assert same[1] > typo[1] > other[1]
+    assert same[1] > 0.99 and other[1] < 0.01
+
+
+def test_missing_fields_add_no_evidence():
+    model = Model.default()
+    vector = model.vector(person("ana", "lima", None), person("ana", "lima", "19900517"))
+    assert vector[[c.name for c in model.comparisons].index("birth_date")] is None
+    assert "birth_date" not in model.explain(vector)["fields"]
+
+
+def test_explanation_has_levels_and_weights_but_no_values():
+    model = Model.default()
+    explained = model.explain(model.vector(person("ana", "lima", "19900517"), person("ana", "lima", "19900517")))
+    assert explained["fields"]["given_name"] == {"level": "exact", "weight": explained["fields"]["given_name"]["weight"]}
+    assert "ana" not in str(explained) and "1990" not in str(explained)
+
+
+def test_em_learns_from_unlabelled_pairs():
+    rng = random.Random(1)
+    model = Model.default()
+    people = [person(f"g{i}", f"s{i % 50}", f"19{i % 90:02d}0101") for i in range(400)]
+    estimate_u(model, people, pairs=5000)
+    matches = [model.vector(p, p) for p in people[:100]]
+    non = [model.vector(rng.choice(people), rng.choice(people)) for _ in range(300)]
+    model.prior = 0.1
+    estimate_m(model, matches + non)
+    assert 0.15 < model.prior < 0.4  # about a quarter of the pairs were matches
+    assert model.m["given_name"][0] > 0.8
+
+
+def test_labelled_pairs_count_as_fixed_truth():
+    model = Model.default()
+    a, b = person("ana", "lima", "19900517"), person("beatriz", "lima", "19900517")
+    before = model.m["given_name"][3]
+    estimate_m(model, [], labelled=[(model.vector(a, b), True)] * 200)
+    assert model.m["given_name"][3] > before  # matches with different given names are now known to happen
