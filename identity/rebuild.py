@@ -24,7 +24,7 @@ from collections import Counter, defaultdict
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import selectinload
 
-from cdp.models import CannotLink, Identifier, MergeEvent, Profile, SourceRecord, new_id, utcnow
+from cdp.models import CannotLink, Identifier, MergeEvent, Profile, SourceRecord, new_id
 from cdp.store import Runtime
 from identity.models import LabelledPair, RebuildEdge, ReviewItem
 from identity.pairs import Edge, decide
@@ -293,7 +293,7 @@ def rebuild(runtime: Runtime, progress=None, wait_timeout: float = 24 * 3600) ->
                 if status == "finished":
                     done.add(job.id)
                     if progress:
-                        progress("edges", len(slices_of(job, slices)))
+                        progress("edges", len(job.args[1]))  # the job's slice of record ids
                 elif status == "failed" and not job.retries_left:
                     raise RuntimeError(f"rebuild job {job.id} failed; see `rq info` / the failed job registry")
             if time.monotonic() > deadline:
@@ -314,6 +314,3 @@ def rebuild(runtime: Runtime, progress=None, wait_timeout: float = 24 * 3600) ->
                  reviews=len(reviews))
     return stats
 
-
-def slices_of(job, slices) -> list:
-    return job.args[1] if job.args and len(job.args) > 1 else []
