@@ -11,7 +11,7 @@ import math
 import random
 from dataclasses import dataclass, field
 
-from rapidfuzz.distance import JaroWinkler, Levenshtein
+from rapidfuzz.distance import OSA, JaroWinkler, Levenshtein
 from rapidfuzz import fuzz
 
 from identity.features import Features
@@ -135,7 +135,8 @@ def cmp_cpf(a: Features, b: Features):
         return 0
     if ax & bx:
         return 1  # the same digits, one side failing its check digit
-    if any(Levenshtein.distance(x, y) <= 2 for x in ax for y in bx) and not (a.cpfs and b.cpfs):
+    # OSA distance: two swapped digits are one typo, as people make them.
+    if any(OSA.distance(x, y) <= 2 for x in ax for y in bx) and not (a.cpfs and b.cpfs):
         return 1  # a typo: a failed check digit is a signal, not an identity
     return 2
 
@@ -147,7 +148,7 @@ def cmp_fuzzy_id(kind: str):
             return None
         if x & y:
             return 0
-        d = min(Levenshtein.distance(p, q) for p in x for q in y)
+        d = min(OSA.distance(p, q) for p in x for q in y)  # a transposition counts once
         return 1 if d <= 1 else 2 if d <= 2 else 3
     return compare
 
@@ -160,28 +161,56 @@ class Comparison:
     # Prior m and u per level, used until the model is trained.
     m: tuple[float, ...]
     u: tuple[float, ...]
+    # The value(s) whose equality is the "exact" level: lets training measure
+    # u(exact) from value frequencies over every record instead of from a
+    # sample of random pairs, where rare agreements (an identifier, a birth
+    # date) happen a handful of times and swing the weight from run to run.
+    exact_values: object = None
+
+
+def _one(attr):
+    return lambda f: (getattr(f, attr),) if getattr(f, attr) else ()
+
+
+def _many(attr):
+    return lambda f: tuple(getattr(f, attr))
 
 
 COMPARISONS: list[Comparison] = [
     Comparison("given_name", ("exact", "jaro_winkler>=0.92", "close_or_compound", "different"), cmp_given,
-               (0.80, 0.10, 0.06, 0.04), (0.01, 0.01, 0.03, 0.95)),
+               (0.80, 0.10, 0.06, 0.04), (0.01, 0.01, 0.03, 0.95),
+               _one("given")),
     Comparison("surname", ("exact", "shared_or_jw>=0.92", "close_or_swapped", "different"), cmp_surname,
-               (0.82, 0.10, 0.04, 0.04), (0.01, 0.02, 0.03, 0.94)),
+               (0.82, 0.10, 0.04, 0.04), (0.01, 0.02, 0.03, 0.94),
+               lambda f: f.surnames[-1:]),
     Comparison("birth_date", ("exact", "typo_or_swap", "same_year_or_2_edits", "different"), cmp_birth_date,
-               (0.85, 0.08, 0.04, 0.03), (0.0005, 0.003, 0.03, 0.9665)),
-    Comparison("postal_code", ("exact", "1_edit", "different"), cmp_postal, (0.85, 0.07, 0.08), (0.005, 0.02, 0.975)),
-    Comparison("city", ("exact", "jaro_winkler>=0.90", "different"), cmp_city, (0.88, 0.05, 0.07), (0.05, 0.02, 0.93)),
-    Comparison("street", ("exact", "token_set>=85", "different"), cmp_street, (0.80, 0.10, 0.10), (0.002, 0.01, 0.988)),
-    Comparison("street_number", ("exact", "different"), cmp_street_number, (0.90, 0.10), (0.02, 0.98)),
-    Comparison("email", ("exact", "same_user", "different"), cmp_email, (0.70, 0.10, 0.20), (0.0001, 0.001, 0.9989)),
-    Comparison("phone", ("exact", "same_last_8", "different"), cmp_phone, (0.70, 0.05, 0.25), (0.0001, 0.0005, 0.9994)),
-    Comparison("cpf", ("exact", "typo", "different"), cmp_cpf, (0.90, 0.07, 0.03), (0.00001, 0.0005, 0.99949)),
+               (0.85, 0.08, 0.04, 0.03), (0.0005, 0.003, 0.03, 0.9665),
+               _one("birth_date")),
+    Comparison("postal_code", ("exact", "1_edit", "different"), cmp_postal, (0.85, 0.07, 0.08), (0.005, 0.02, 0.975),
+               _one("postal_code")),
+    Comparison("city", ("exact", "jaro_winkler>=0.90", "different"), cmp_city, (0.88, 0.05, 0.07), (0.05, 0.02, 0.93),
+               _one("city")),
+    Comparison("street", ("exact", "token_set>=85", "different"), cmp_street, (0.80, 0.10, 0.10), (0.002, 0.01, 0.988),
+               _one("street")),
+    Comparison("street_number", ("exact", "different"), cmp_street_number, (0.90, 0.10), (0.02, 0.98),
+               _one("street_number")),
+    Comparison("email", ("exact", "same_user", "different"), cmp_email, (0.70, 0.10, 0.20), (0.0001, 0.001, 0.9989),
+               _many("emails")),
+    Comparison("phone", ("exact", "same_last_8", "different"), cmp_phone, (0.70, 0.05, 0.25), (0.0001, 0.0005, 0.9994),
+               _many("phones")),
+    Comparison("cpf", ("exact", "typo", "different"), cmp_cpf, (0.90, 0.07, 0.03), (0.00001, 0.0005, 0.99949),
+               _many("cpfs")),
 ]
 
 
+def _fuzzy_values(kind: str):
+    return lambda f: tuple(f.fuzzy_ids.get(kind) or ())
+
+
 def comparisons_for(fuzzy_kinds: list[str]) -> list[Comparison]:
-    extra = [Comparison(f"id:{k}", ("exact", "1_edit", "2_edits", "different"), cmp_fuzzy_id(k),
-                        (0.85, 0.08, 0.03, 0.04), (0.0001, 0.001, 0.005, 0.9939)) for k in sorted(fuzzy_kinds)]
+    extra = [Comparison(f"id:{k}", ("exact", "1_edit_or_swap", "2_edits", "different"), cmp_fuzzy_id(k),
+                        (0.85, 0.08, 0.03, 0.04), (0.0001, 0.001, 0.005, 0.9939),
+                        _fuzzy_values(k)) for k in sorted(fuzzy_kinds)]
     return COMPARISONS + extra
 
 
@@ -277,44 +306,86 @@ def estimate_u(model: Model, sample: list[Features], pairs: int = 50_000, seed: 
         for c, level in zip(model.comparisons, model.vector(a, b)):
             if level is not None:
                 counts[c.name][level] += 1
-    for name, row in counts.items():
-        total = sum(row)
-        model.u[name] = [x / total for x in row]
+    for c in model.comparisons:
+        row = counts[c.name]
+        exact = _exact_agreement_rate(c, sample)
+        if exact is None or len(row) < 2:
+            total = sum(row)
+            model.u[c.name] = [x / total for x in row]
+            continue
+        # u(exact) from value frequencies; the sample splits the rest among
+        # the other levels.
+        rest = sum(row[1:])
+        model.u[c.name] = [exact] + [(1.0 - exact) * x / rest for x in row[1:]]
     model.changed()
 
 
+def _exact_agreement_rate(c: Comparison, sample: list[Features]) -> float | None:
+    """P(two random records agree exactly on the field | both have it):
+    sum over values of c(c-1) / n(n-1), counted on the whole sample."""
+    if c.exact_values is None:
+        return None
+    counts: dict = {}
+    n = 0
+    for f in sample:
+        values = c.exact_values(f)
+        if values:
+            n += 1
+            for v in set(values):
+                counts[v] = counts.get(v, 0) + 1
+    if n < 2:
+        return None
+    agreeing = sum(k * (k - 1) for k in counts.values())
+    return max(agreeing / (n * (n - 1)), 0.5 / (n * (n - 1)))  # never exactly zero
+
+
 def estimate_m(model: Model, vectors: list[list], labelled: list[tuple[list, bool]] = (),
-               iterations: int = 25, prior_strength: float = 200.0) -> None:
-    """m and the prior by expectation–maximisation over blocked candidate
-    pairs, with u fixed. Pairs a person labelled enter with their label as a
-    fixed posterior, so review decisions feed the model.
+               iterations: int = 25, prior_strength: float = 200.0, exclude: frozenset = frozenset()) -> float:
+    """m and the match rate by expectation–maximisation over candidate pairs,
+    with u fixed; returns the match rate among the pairs and sets it as the
+    model's prior. Pairs a person labelled enter with their label as a fixed
+    posterior, so review decisions feed the model.
+
+    `exclude` names comparisons the pairs were selected on (a training block
+    on birth date): those fields agree by construction, so they are left out
+    of the E-step and their m is not re-estimated here — as Splink does.
 
     The default m values act as a Dirichlet prior worth `prior_strength`
-    pairs (MAP estimation): without it, blocked non-matches that share a
-    common name get absorbed into the match class and inflate m for
-    "different" levels, which is how plain EM drifts on duplicate-heavy data."""
+    pairs (MAP estimation), which keeps rare levels from collapsing to zero."""
     defaults = {c.name: c.m for c in model.comparisons}
-    data = [(v, None) for v in vectors] + [(v, 1.0 if same else 0.0) for v, same in labelled]
-    if not data:
-        return
+    keep = [c.name not in exclude for c in model.comparisons]
+    # Identical comparison vectors are scored once: a few thousand patterns
+    # stand for hundreds of thousands of pairs.
+    patterns: dict[tuple, list] = {}
+    for v in vectors:
+        key = tuple(level if k else None for level, k in zip(v, keep))
+        patterns.setdefault(key, [0.0, None])[0] += 1
+    for v, same in labelled:
+        key = tuple(level if k else None for level, k in zip(v, keep))
+        patterns.setdefault(("labelled", same) + key, [0.0, 1.0 if same else 0.0])[0] += 1
+    if not patterns:
+        return model.prior
+    rows = [((key[2:] if key and key[0] == "labelled" else key), count, fixed)
+            for key, (count, fixed) in patterns.items()]
+    total_count = sum(count for _, count, _ in rows)
     prior = model.prior
     for _ in range(iterations):
         m_counts = {c.name: [prior_strength * x for x in defaults[c.name]] for c in model.comparisons}
         total_p = 0.0
-        for vector, fixed in data:
-            if fixed is None:
-                _, p = model.score(vector)
-            else:
-                p = fixed
-            total_p += p
+        for vector, count, fixed in rows:
+            p = model.score(vector)[1] if fixed is None else fixed
+            total_p += p * count
             for c, level in zip(model.comparisons, vector):
                 if level is not None:
-                    m_counts[c.name][level] += p
-        for name, row in m_counts.items():
-            total = sum(row)
-            model.m[name] = [x / total for x in row]
+                    m_counts[c.name][level] += p * count
+        for c, k in zip(model.comparisons, keep):
+            if k:
+                row = m_counts[c.name]
+                total = sum(row)
+                model.m[c.name] = [x / total for x in row]
         model.changed()
-        new_prior = min(max(total_p / len(data), 1e-6), 0.999)
+        new_prior = min(max(total_p / total_count, 1e-6), 0.999)
         if abs(new_prior - prior) < 1e-7:
             break
         model.prior = prior = new_prior
+    return model.prior

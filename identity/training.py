@@ -33,60 +33,120 @@ def _features(session, keys, record_ids: list[str]) -> dict[str, features_mod.Fe
     return out
 
 
-def blocked_pairs(feats: list[features_mod.Features], max_block: int, limit: int = MAX_TRAINING_PAIRS):
-    """Pairs sharing a blocking key (keys bigger than max_block skipped)."""
-    index: dict[tuple, list[int]] = defaultdict(list)
+# Training blocks, as in Splink: EM runs once per block over the pairs that
+# agree on it, with the block's own fields left out (they agree by
+# construction, so they cannot tell matches from non-matches there). Each
+# field's m comes from the sessions where it was free to vary.
+# (name, comparisons the block fixes, the values a record is blocked on)
+TRAINING_BLOCKS = [
+    ("birth_date", ("birth_date",),
+     lambda f: (f.birth_date,) if f.birth_date and len(f.birth_date) == 8 else ()),
+    ("postal_code", ("postal_code",), lambda f: (f.postal_code,) if f.postal_code else ()),
+    ("name", ("given_name", "surname"), lambda f: (f"{f.given}|{f.surname}",) if f.given and f.surname else ()),
+    ("email", ("email",), lambda f: tuple(f.emails)),
+    ("phone", ("phone",), lambda f: tuple(f.phones)),
+    ("cpf", ("cpf",), lambda f: tuple(f.cpfs)),
+]
+MIN_SESSION_PAIRS = 50
+
+
+def _fuzzy_block(kind: str):
+    return (f"id:{kind}", (f"id:{kind}",), lambda f: tuple(f.fuzzy_ids.get(kind) or ()))
+
+
+def block_pairs(feats: list[features_mod.Features], values_of, max_block: int, limit: int, rng: random.Random):
+    """Pairs of records sharing a value (values held by more than max_block
+    records skipped), at most `limit` of them; returns (pairs, how many pairs
+    the block has in all) so counts can be scaled back up."""
+    index: dict = defaultdict(list)
     for i, f in enumerate(feats):
-        for key in features_mod.blocking_keys(f):
-            index[key].append(i)
-    pairs: set[tuple[int, int]] = set()
-    for members in index.values():
-        if len(members) > max_block:
-            continue
-        for x in range(len(members)):
-            for y in range(x + 1, len(members)):
-                pairs.add((members[x], members[y]))
-                if len(pairs) >= limit:
-                    return sorted(pairs)
-    return sorted(pairs)
+        for value in set(values_of(f)):
+            index[value].append(i)
+    groups = [sorted(m) for v, m in sorted(index.items(), key=lambda kv: str(kv[0])) if 1 < len(m) <= max_block]
+    total = sum(len(g) * (len(g) - 1) // 2 for g in groups)
+    rng.shuffle(groups)
+    pairs: list[tuple[int, int]] = []
+    for g in groups:
+        for x in range(len(g)):
+            for y in range(x + 1, len(g)):
+                pairs.append((g[x], g[y]))
+        if len(pairs) >= limit:
+            break
+    return pairs, total
+
+
+def _coverage(feats, values_of) -> float:
+    return sum(1 for f in feats if values_of(f)) / len(feats) if feats else 0.0
 
 
 def train(runtime: Runtime, sample_size: int = 100_000, seed: int = 7, progress=None) -> Model:
     with runtime.session() as session:
         keys = runtime.keys(session)
-        ids = list(session.scalars(select(SourceRecord.id).order_by(SourceRecord.id)))
+        # A stable order (keyed hashes) so the same data trains the same model.
+        ids = list(session.scalars(select(SourceRecord.id).order_by(SourceRecord.external_key)))
         rng = random.Random(seed)
         if len(ids) > sample_size:
             ids = rng.sample(ids, sample_size)
         feats_by_id = _features(session, keys, ids)
         if progress:
             progress("features", len(feats_by_id))
-        order = list(feats_by_id)
-        feats = [feats_by_id[i] for i in order]
+        feats = [feats_by_id[i] for i in ids if i in feats_by_id]
         kinds = sorted(session.scalars(select(IdentifierKind.name).where(IdentifierKind.match == "fuzzy")))
         model = Model.default(kinds)
         estimate_u(model, feats, seed=seed)
-        pairs = blocked_pairs(feats, runtime.settings.max_block)
-        vectors = [model.vector(feats[a], feats[b]) for a, b in pairs]
         labels = session.execute(select(LabelledPair.record_a, LabelledPair.record_b, LabelledPair.is_match)).all()
         labelled_ids = list({r for a, b, _ in labels for r in (a, b)} - set(feats_by_id))
         feats_by_id.update(_features(session, keys, labelled_ids))
         labelled = [(model.vector(feats_by_id[a], feats_by_id[b]), same) for a, b, same in labels
                     if a in feats_by_id and b in feats_by_id]
-        model.prior = 0.1  # EM starts from a neutral match rate among blocked pairs
-        estimate_m(model, vectors, labelled)
-        n = len(feats)
-        blocked_rate = model.prior
-        total = n * (n - 1) / 2
-        # EM gives the match rate among blocked pairs; scoring starts from the
-        # rate among all pairs (matches are almost all inside the blocks).
-        if total and pairs:
-            model.prior = min(max(blocked_rate * len(pairs) / total, 1e-9), 0.5)
-        model.trained_on = {"records": n, "blocked_pairs": len(pairs), "labelled_pairs": len(labelled),
-                            "blocked_match_rate": round(blocked_rate, 6)}
+        sessions = _em_sessions(model, feats, labelled, runtime.settings.max_block, rng)
+        _combine(model, sessions, feats)
+        model.trained_on = {"records": len(feats), "labelled_pairs": len(labelled),
+                            "sessions": {s["block"]: {"pairs": s["pairs"], "block_pairs": s["block_pairs"],
+                                                      "match_rate": round(s["rate"], 6)} for s in sessions}}
         session.execute(update(MatchModel).values(active=False))
         session.add(MatchModel(params=model.to_json(), active=True))
     return model
+
+
+def _em_sessions(model: Model, feats, labelled, max_block: int, rng: random.Random,
+                 limit: int = MAX_TRAINING_PAIRS // 3) -> list[dict]:
+    blocks = TRAINING_BLOCKS + [_fuzzy_block(c.name[3:]) for c in model.comparisons if c.name.startswith("id:")]
+    sessions = []
+    for name, fixed, values_of in blocks:
+        pairs, total = block_pairs(feats, values_of, max_block, limit, rng)
+        if len(pairs) < MIN_SESSION_PAIRS:
+            continue
+        trial = Model(model.comparisons, {k: list(v) for k, v in model.m.items()}, model.u, prior=0.3)
+        vectors = [trial.vector(feats[a], feats[b]) for a, b in pairs]
+        rate = estimate_m(trial, vectors, labelled, exclude=frozenset(fixed))
+        sessions.append({"block": name, "fixed": fixed, "values_of": values_of, "pairs": len(pairs),
+                         "block_pairs": total, "rate": rate, "m": trial.m})
+    return sessions
+
+
+def _combine(model: Model, sessions: list[dict], feats) -> None:
+    """Each field's m: the mean over sessions where it varied. The prior
+    (probability two random records match): each session's matches, scaled
+    to the whole block and divided by the share of true matches the block
+    can catch (both records have the value, and it agrees), over all pairs."""
+    for c in model.comparisons:
+        estimates = [s["m"][c.name] for s in sessions if c.name not in s["fixed"]]
+        if estimates:
+            model.m[c.name] = [sum(col) / len(estimates) for col in zip(*estimates)]
+    model.changed()
+    n = len(feats)
+    all_pairs = n * (n - 1) / 2
+    lambdas = []
+    for s in sessions:
+        recall = _coverage(feats, s["values_of"]) ** 2
+        for name in s["fixed"]:
+            recall *= model.m[name][0]
+        if recall > 0.01 and all_pairs:
+            lambdas.append(s["rate"] * s["block_pairs"] / recall / all_pairs)
+    if lambdas:
+        lambdas.sort()
+        model.prior = min(max(lambdas[len(lambdas) // 2], 1e-9), 0.5)
 
 
 def record_count(runtime: Runtime) -> int:
