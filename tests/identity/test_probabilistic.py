@@ -243,3 +243,18 @@ def test_febrl1_through_the_product_path(tmp_path):
     result = febrl.run_cdp("febrl1")
     assert result["records"] == 1000
     assert result["f1"] >= 0.99
+
+
+def test_febrl4_linking_keeps_precision(tmp_path):
+    """FEBRL4: two sources, each without internal duplicates. Weak evidence
+    (same name and CEP, everything else different) must not chain records of
+    one source together: a poorly estimated model did exactly that."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    import febrl
+
+    result = febrl.run_cdp("febrl4")
+    assert result["records"] == 10000
+    assert result["precision"] >= 0.999 and result["recall"] >= 0.999

@@ -51,3 +51,28 @@ def test_labelled_pairs_count_as_fixed_truth():
     before = model.m["given_name"][3]
     estimate_m(model, [], labelled=[(model.vector(a, b), True)] * 200)
     assert model.m["given_name"][3] > before  # matches with different given names are now known to happen
+
+
+def test_em_leaves_the_blocking_fields_alone():
+    """A session blocked on birth date must not learn birth date's m: every
+    pair agrees on it by construction."""
+    rng = random.Random(2)
+    model = Model.default()
+    people = [person(f"g{i}", f"s{i % 50}", "19800101") for i in range(200)]
+    estimate_u(model, people, pairs=2000)
+    before = list(model.m["birth_date"])
+    vectors = [model.vector(p, p) for p in people[:50]] + [model.vector(rng.choice(people), rng.choice(people))
+                                                            for _ in range(200)]
+    model.prior = 0.3
+    rate = estimate_m(model, vectors, exclude=frozenset({"birth_date"}))
+    assert model.m["birth_date"] == before
+    assert 0.1 < rate < 0.4  # 50 of 250 pairs are the same person
+
+
+def test_exact_agreement_u_comes_from_value_frequencies():
+    model = Model.default()
+    # 10 records, two share a birth date: 2 of 90 ordered pairs agree exactly.
+    people = [person(f"g{i}", "s", f"1980010{i}" if i < 9 else "19800101") for i in range(10)]
+    estimate_u(model, people, pairs=10)
+    assert abs(model.u["birth_date"][0] - 2 / 90) < 1e-9
+    assert abs(sum(model.u["birth_date"]) - 1.0) < 1e-9
