@@ -64,6 +64,10 @@ class Features:
     cpfs: frozenset = frozenset()         # valid
     cpfs_unverified: frozenset = frozenset()
     fuzzy_ids: dict = field(default_factory=dict)  # custom kind -> frozenset of values
+    # E-mail user parts (letters and digits only) that say something beyond
+    # the record's own name: "carlos.souza" on a record named Carlos Souza
+    # repeats the name, and counting it again would double the evidence.
+    informative_users: frozenset = frozenset()
 
     @property
     def surname(self) -> str | None:
@@ -104,6 +108,11 @@ def from_payload(payload: dict) -> Features:
         if ident["kind"].startswith("custom:") and ident.get("match") == "fuzzy":
             fuzzy.setdefault(ident["kind"][7:], set()).add(ident["value"])
     postal = re.sub(r"\D", "", traits.get("postal_code", "")) or None
+    emails = values("email", True)
+    pieces = set(given_tokens) | set(surname_tokens) | _PARTICLES
+    pieces |= {t[0] for t in given_tokens + surname_tokens}
+    informative = frozenset(u for u in (email_user(e) for e in emails)
+                            if not (given_tokens or surname_tokens) or not _spelled_from(re.sub(r"\d", "", u), pieces))
     return Features(
         given=given,
         given_all=" ".join(given_tokens) or None,
@@ -115,12 +124,32 @@ def from_payload(payload: dict) -> Features:
         street=_match(traits.get("street")),
         street_number=re.sub(r"\s", "", traits.get("street_number", "")).lower() or None,
         state=(traits.get("state") or "").lower() or None,
-        emails=values("email", True),
+        emails=emails,
         phones=values("phone", True),
         cpfs=values("cpf", True),
         cpfs_unverified=values("cpf", False),
         fuzzy_ids={k: frozenset(v) for k, v in fuzzy.items()},
+        informative_users=informative,
     )
+
+
+_PARTICLES = {"da", "de", "do", "das", "dos", "e"}
+
+
+def email_user(email: str) -> str:
+    """The user part of an e-mail, letters and digits only."""
+    return re.sub(r"[^a-z0-9]", "", email.split("@", 1)[0].lower())
+
+
+def _spelled_from(text: str, pieces: set[str]) -> bool:
+    """Whether text is a concatenation of the pieces (name tokens, their
+    initials, particles): "carlossouza", "csouza", "anadasilva"."""
+    if not text:
+        return True
+    ok = [True] + [False] * len(text)
+    for end in range(1, len(text) + 1):
+        ok[end] = any(ok[end - len(p)] and text.endswith(p, 0, end) for p in pieces if len(p) <= end)
+    return ok[-1]
 
 
 def blocking_keys(f: Features) -> list[tuple[str, str]]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from rapidfuzz.distance import OSA, JaroWinkler, Levenshtein
 from rapidfuzz import fuzz
 
-from identity.features import Features
+from identity.features import Features, email_user
 
 
 def _jw(a: str, b: str) -> float:
@@ -110,11 +110,18 @@ def cmp_email(a: Features, b: Features):
         return None
     if a.emails & b.emails:
         return 0
-    locals_a = {e.split("@", 1)[0] for e in a.emails}
-    locals_b = {e.split("@", 1)[0] for e in b.emails}
-    if locals_a & locals_b or _best([(x, y) for x in locals_a for y in locals_b], _jw) >= 0.93:
-        return 1
+    for x in {email_user(e) for e in a.emails}:
+        for y in {email_user(e) for e in b.emails}:
+            # "ana1981" and "ana1986" are different users, however alike.
+            if x == y or (_jw(x, y) >= 0.93 and _digits(x) == _digits(y)):
+                if x in a.informative_users or y in b.informative_users:
+                    return 1
+                return None  # both spell their own name: the name fields already said so
     return 2
+
+
+def _digits(text: str) -> str:
+    return "".join(ch for ch in text if ch.isdigit())
 
 
 def cmp_phone(a: Features, b: Features):

@@ -76,3 +76,24 @@ def test_exact_agreement_u_comes_from_value_frequencies():
     estimate_u(model, people, pairs=10)
     assert abs(model.u["birth_date"][0] - 2 / 90) < 1e-9
     assert abs(sum(model.u["birth_date"]) - 1.0) < 1e-9
+
+
+def test_an_email_user_that_spells_the_name_is_not_counted_twice():
+    from identity.features import from_payload
+    from identity.scoring import cmp_email
+
+    def rec(first, last, email):
+        traits = {k: v for k, v in (("first_name", first), ("last_name", last)) if v}
+        return from_payload({"traits": traits, "identifiers": [
+            {"kind": "email", "value": email, "valid": True, "match": "exact"}]})
+
+    # Two Carlos Souzas at different providers: the user part only repeats the name.
+    assert cmp_email(rec("Carlos", "Souza", "carlos.souza@yahoo.com.br"),
+                     rec("Carlos", "Souza", "carlossouza@terra.com.br")) is None
+    # Without a name on one side, the user part is the evidence.
+    assert cmp_email(rec("Carlos", "Souza", "carlos.souza@yahoo.com.br"),
+                     rec(None, None, "carlos.souza@gmail.com")) == 1
+    # A nickname-like user that is not the name counts.
+    assert cmp_email(rec("Carlos", "Souza", "kadu1980@yahoo.com.br"), rec("Carlos", "Souza", "kadu1980@gmail.com")) == 1
+    # Same letters, other digits: other users.
+    assert cmp_email(rec("Ana", "Lima", "ana1981@hotmail.com"), rec("Ana", "Lima", "ana1986@icloud.com")) == 2
