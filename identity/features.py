@@ -146,10 +146,18 @@ def _spelled_from(text: str, pieces: set[str]) -> bool:
     initials, particles): "carlossouza", "csouza", "anadasilva"."""
     if not text:
         return True
-    ok = [True] + [False] * len(text)
-    for end in range(1, len(text) + 1):
-        ok[end] = any(ok[end - len(p)] and text.endswith(p, 0, end) for p in pieces if len(p) <= end)
-    return ok[-1]
+    reached, todo = {0}, [0]
+    while todo:
+        i = todo.pop()
+        for piece in pieces:
+            if piece and text.startswith(piece, i):
+                j = i + len(piece)
+                if j == len(text):
+                    return True
+                if j not in reached:
+                    reached.add(j)
+                    todo.append(j)
+    return False
 
 
 def blocking_keys(f: Features) -> list[tuple[str, str]]:

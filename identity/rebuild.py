@@ -21,8 +21,7 @@ import time
 import uuid
 from collections import Counter, defaultdict
 
-from sqlalchemy import delete, select, update
-from sqlalchemy.orm import selectinload
+from sqlalchemy import bindparam, delete, insert, select, update
 
 from cdp.models import CannotLink, Identifier, MergeEvent, Profile, SourceRecord, new_id
 from cdp.store import Runtime
@@ -46,10 +45,18 @@ def compute_edges(runtime: Runtime, run: str, record_ids: list[str]) -> int:
         keys = runtime.keys(session)
         model = active_model(session)
         session.execute(delete(RebuildEdge).where(RebuildEdge.run == run, RebuildEdge.record_id.in_(record_ids)))
-        records = session.scalars(select(SourceRecord).where(SourceRecord.id.in_(record_ids))
-                                  .options(selectinload(SourceRecord.identifiers))).all()
+        # Plain rows, not ORM objects: a slice carries tens of identifiers per record.
+        records = session.execute(select(SourceRecord.id, SourceRecord.received_at)
+                                  .where(SourceRecord.id.in_(record_ids))).all()
         usable = lambda i: i.strong or i.kind.startswith("bk:")  # noqa: E731
-        bis = list({i.blind_index for r in records for i in r.identifiers if usable(i)})
+        identifiers: dict[str, list] = defaultdict(list)
+        for start in range(0, len(record_ids), 500):
+            for ident in session.execute(select(Identifier.record_id, Identifier.kind, Identifier.blind_index,
+                                                Identifier.strong)
+                                         .where(Identifier.record_id.in_(record_ids[start:start + 500]))):
+                if usable(ident):
+                    identifiers[ident.record_id].append(ident)
+        bis = list({i.blind_index for idents in identifiers.values() for i in idents})
         holders: dict[bytes, list[tuple]] = defaultdict(list)
         for start in range(0, len(bis), 500):
             for bi, rid, received in session.execute(
@@ -67,13 +74,11 @@ def compute_edges(runtime: Runtime, run: str, record_ids: list[str]) -> int:
             for a, b, same in session.execute(select(LabelledPair.record_a, LabelledPair.record_b, LabelledPair.is_match)
                                               .where(LabelledPair.record_a.in_(part))):
                 decided[frozenset((a, b))] = same
-        count = 0
+        rows: list[dict] = []
         for record in records:
             me = (record.received_at, record.id)
             shared: dict[str, set[str]] = {}
-            for ident in record.identifiers:
-                if not usable(ident):
-                    continue
+            for ident in identifiers[record.id]:
                 earlier = [rid for key, rid in holders.get(ident.blind_index, ()) if key < me]
                 if len(earlier) > settings.max_block:
                     continue  # too common at this point in time, as incremental saw it
@@ -90,11 +95,12 @@ def compute_edges(runtime: Runtime, run: str, record_ids: list[str]) -> int:
                     edge = Edge(rid, "review_match", 0, 1.0, {"decided_by": "person"})
                 if edge is None:
                     continue
-                session.add(RebuildEdge(run=run, record_id=record.id, record_order=record.received_at,
-                                        other_id=rid, rule=edge.rule, rank=edge.rank,
-                                        probability=edge.probability, review=edge.review, details=edge.details))
-                count += 1
-        return count
+                rows.append(dict(run=run, record_id=record.id, record_order=record.received_at, other_id=rid,
+                                 rule=edge.rule, rank=edge.rank, probability=edge.probability, review=edge.review,
+                                 details=edge.details))
+        if rows:
+            session.execute(insert(RebuildEdge.__table__), rows)
+        return len(rows)
 
 
 def compute_edges_job(run: str, record_ids: list[str]) -> int:
@@ -226,8 +232,13 @@ def apply_clusters(runtime: Runtime, order: list[str], roots: dict[int, int], li
     with runtime.session() as session:
         keys = runtime.keys(session)
         resolver = Resolver(session, keys, runtime.settings)
+        wanted = list(assignment.values())
+        profiles: dict[str, Profile] = {}
+        for start in range(0, len(wanted), 1000):
+            profiles.update((p.id, p) for p in session.scalars(select(Profile).where(
+                Profile.id.in_(wanted[start:start + 1000]))))
         for root, pid in assignment.items():
-            profile = session.get(Profile, pid)
+            profile = profiles.get(pid)
             if profile is None:
                 key_id, _ = keys.create()
                 session.add(Profile(id=pid, key_id=key_id, provenance={}, record_count=0, status="active"))
@@ -238,15 +249,20 @@ def apply_clusters(runtime: Runtime, order: list[str], roots: dict[int, int], li
                 profile.status, profile.merged_into = "active", None
         session.flush()
         touched: set[str] = set()
+        rows = []
         for i, rid in enumerate(order):
             pid = assignment[roots[i]]
             rule, details = link[i]
             if current.get(rid) != pid:
                 stats["changed_records"] += 1
                 touched.update(p for p in (current.get(rid), pid) if p)
-            session.execute(update(SourceRecord).where(SourceRecord.id == rid).values(
-                profile_id=pid, link_rule=rule, link_details=details, status="resolved"),
-                execution_options={"synchronize_session": False})
+            rows.append({"b_id": rid, "b_profile": pid, "b_rule": rule, "b_details": details})
+        sr = SourceRecord.__table__
+        statement = (update(sr).where(sr.c.id == bindparam("b_id"))
+                     .values(profile_id=bindparam("b_profile"), link_rule=bindparam("b_rule"),
+                             link_details=bindparam("b_details"), status="resolved"))
+        for start in range(0, len(rows), 5000):
+            session.execute(statement, rows[start:start + 5000])  # one executemany per 5,000 records
         session.flush()
         for old in touched - claimed:
             profile = session.get(Profile, old)
@@ -259,8 +275,10 @@ def apply_clusters(runtime: Runtime, order: list[str], roots: dict[int, int], li
             session.add(MergeEvent(kind="merge", profile_id=into, other_profile_id=old, record_ids=[],
                                    rule="rebuild", details={}, actor="rebuild"))
         session.expire_all()
-        for pid in touched & claimed:
-            resolver.rebuild_golden(session.get(Profile, pid))
+        rebuilt = sorted(touched & claimed)
+        for start in range(0, len(rebuilt), 1000):
+            resolver.rebuild_goldens(list(session.scalars(select(Profile).where(
+                Profile.id.in_(rebuilt[start:start + 1000])))))
         for rid, other, probability, details in reviews:
             exists = session.scalar(select(ReviewItem.id).where(ReviewItem.record_id == rid,
                                                                 ReviewItem.other_record_id == other))

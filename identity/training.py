@@ -13,6 +13,7 @@ from cdp.models import IdentifierKind, SourceRecord
 from cdp.store import Runtime
 from identity import features as features_mod
 from identity.models import LabelledPair, MatchModel
+from identity.resolve import _FEATURES, _remember
 from identity.scoring import Model, estimate_m, estimate_u
 
 MAX_TRAINING_PAIRS = 300_000
@@ -25,10 +26,17 @@ def _features(session, keys, record_ids: list[str]) -> dict[str, features_mod.Fe
             select(SourceRecord.id, SourceRecord.key_id, SourceRecord.payload_ct)
             .where(SourceRecord.id.in_(record_ids[start:start + 500]))
         ).all()
-        keys.preload([r.key_id for r in rows])
+        missing = []
         for rid, key_id, ct in rows:
-            out[rid] = features_mod.from_payload(
-                crypto.decrypt_json(keys.get(key_id), ct, "source_records", rid, "payload"))
+            cached = _FEATURES.get((rid, ct[:12]))  # the in-memory cache resolution fills
+            if cached is not None:
+                out[rid] = cached
+            else:
+                missing.append((rid, key_id, ct))
+        keys.preload([key_id for _, key_id, _ in missing])
+        for rid, key_id, ct in missing:
+            out[rid] = _remember(rid, ct, features_mod.from_payload(
+                crypto.decrypt_json(keys.get(key_id), ct, "source_records", rid, "payload")))
         keys.forget()
     return out
 
