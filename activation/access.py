@@ -67,7 +67,9 @@ def gated_members(segment: Segment, purpose: str, after: str | None = None):
                     pm.c.holdout_bucket >= segment.holdout_pct,  # the holdout group is never activated
                     allowed_clause(purpose))
              .order_by(sm.c.profile_id))
-    return query.where(sm.c.profile_id > after) if after else query
+    # The bound on every joined id lets PostgreSQL start each page at the cursor (a merge join
+    # walked profiles from the first id on every page: 1.2 s a page at 1M profiles).
+    return query.where(sm.c.profile_id > after, pm.c.profile_id > after, Profile.id > after) if after else query
 
 
 def encode_cursor(segment_id: int, profile_id: str) -> str:
@@ -103,6 +105,15 @@ def deliver_page(session: Session, keys: KeyStore, segment: Segment, recipient: 
     ids = list(session.scalars(gated_members(segment, purpose, after).limit(limit + 1)))
     more = len(ids) > limit
     ids = ids[:limit]
+    items = member_rows(session, keys, ids, fields)
+    record_disclosures(session, recipient, purpose, ids, ["profile_id", *fields])
+    keys.forget()
+    return items, (encode_cursor(segment.id, ids[-1]) if more else None)
+
+
+def member_rows(session: Session, keys: KeyStore, ids: list[str], fields: list[str]) -> list[dict]:
+    """Rows of the given (already gated) profiles with `fields` decrypted or read; nothing is logged here:
+    the caller records the disclosure once the rows are handed over."""
     personal = [f for f in fields if f in PERSONAL_FIELDS]
     metric = [f for f in fields if f in METRIC_FIELDS]
     golden: dict[str, dict] = {}
@@ -124,9 +135,7 @@ def deliver_page(session: Session, keys: KeyStore, segment: Segment, recipient: 
             item[f] = value.isoformat() if hasattr(value, "isoformat") else str(value) if hasattr(
                 value, "as_tuple") else value
         items.append(item)
-    record_disclosures(session, recipient, purpose, ids, ["profile_id", *fields])
-    keys.forget()
-    return items, (encode_cursor(segment.id, ids[-1]) if more else None)
+    return items
 
 
 def access_for(session: Session, api_key_id: int) -> ApiKeyAccess:

@@ -60,7 +60,7 @@ class FileDestination(DestinationConnector):
         else:
             self.tmp.unlink(missing_ok=True)
 
-    def remove(self, subject_refs: list[str]) -> DeliveryResult:
+    def remove(self, subject_refs: list[str], idempotency_key: str | None = None) -> DeliveryResult:
         return DeliveryResult()  # a file already handed over cannot be recalled by the platform
 
 
@@ -94,3 +94,80 @@ def export_segment(runtime: Runtime, segment_id: int, purpose: str, destination:
             after = items[-1]["profile_id"]
     finally:
         destination.close(complete)
+
+
+# -- the file destination of activations (registered as a plugin type: `file_drop`) ----------------
+
+
+class FileDropConfig(Schema):
+    class Meta:
+        unknown = "raise"
+
+    directory = fields.String(required=True, validate=validate.Length(1, 4096))
+    format = fields.String(load_default="jsonl", validate=validate.OneOf(["csv", "jsonl"]))
+
+
+class FileDropDestination(DestinationConnector):
+    """Each delivery of an activation as its own file in a directory the
+    recipient collects from: ``<idempotency key>.add.<csv|jsonl>`` (the rows)
+    and ``<key>.remove.<fmt>`` (the references to take out). Written to a
+    temporary file (mode 0600) and renamed, so a consumer never sees half a
+    file; a re-driven delivery rewrites the same name, so it never sees a
+    duplicate either."""
+
+    name = "file_drop"
+    title = "Files in a directory (CSV / JSONL), one per delivery"
+    config_schema = FileDropConfig
+
+    def check(self) -> None:
+        from cdp.connectors import ConnectorError
+
+        directory = Path(self.config["directory"])
+        if not directory.is_dir() or not os.access(directory, os.W_OK):
+            raise ConnectorError(f"{self.name}: directory is missing or not writable")
+
+    def _write(self, stem: str, rows: list[dict]) -> None:
+        self.check()
+        fmt = self.config["format"]
+        final = Path(self.config["directory"]) / f"{stem}.{fmt}"
+        tmp = final.with_name(f".{final.name}.partial")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # personal data: owner only
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            if fmt == "csv":
+                writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["profile_id"], lineterminator="\n")
+                writer.writeheader()
+                for row in rows:
+                    writer.writerow({k: json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v
+                                     for k, v in row.items()})
+            else:
+                for row in rows:
+                    fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+
+    def deliver(self, rows: list[dict], idempotency_key: str) -> DeliveryResult:
+        self._write(f"{_safe_stem(idempotency_key)}.add", rows)
+        return DeliveryResult(delivered=len(rows))
+
+    def remove(self, subject_refs: list[str], idempotency_key: str | None = None) -> DeliveryResult:
+        import hashlib
+
+        key = idempotency_key or (
+            "remove-" + hashlib.sha256("\x1f".join(sorted(subject_refs)).encode()).hexdigest()[:32])
+        self._write(f"{_safe_stem(key)}.remove", [{"profile_id": ref} for ref in subject_refs])
+        return DeliveryResult(delivered=len(subject_refs))
+
+
+def _safe_stem(key: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", key)[:120]
+
+
+from cdp.hookspecs import hookimpl  # noqa: E402 - this module is also a plugin (entry point file_drop)
+
+
+@hookimpl
+def cdp_destination_types():
+    return [FileDropDestination]

@@ -16,7 +16,9 @@ from cdp.models import ApiKey, utcnow
 SCOPES = ("ingest", "profiles:read", "profiles:write", "admin", "identity:review",
           "privacy",  # privacy: DPO staff (data-subject requests, incidents, processing records)
           "consents:read", "consents:write", "audit",  # audit: ledger verification and checkpoints
-          "segments:read", "segments:write")  # segments and their members: docs/segments.md
+          "segments:read", "segments:write",  # segments and their members: docs/segments.md
+          "portfolios:read", "portfolios:write",  # portfolios: docs/segments.md#portfolios
+          "activations:read", "activations:write")  # destinations, activations, runs: docs/activation.md
 PREFIX_RE = re.compile(r"[0-9a-f]{12}")  # secrets.token_hex(6)
 
 

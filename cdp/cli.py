@@ -323,7 +323,7 @@ def apikey():
 
 @apikey.command("create")
 @click.option("--name", required=True)
-@click.option("--scopes", required=True, help="Comma-separated: ingest, profiles:read, profiles:write, admin.")
+@click.option("--scopes", required=True, help="Comma-separated scopes, e.g. ingest, profiles:read, segments:read, portfolios:read, admin.")
 def apikey_create(name, scopes):
     from cdp.auth import create_api_key
 
@@ -390,11 +390,13 @@ def plugins_list():
 
 @cli.command()
 @click.option("--burst", is_flag=True, help="Exit when the queue is empty.")
-def worker(burst):
+@click.option("--fork/--no-fork", default=True, show_default=True,
+              help="Run each job in a forked process (isolation) or in the worker itself (warm caches, faster).")
+def worker(burst, fork):
     """Run an rq worker (needs REDIS_URL)."""
     from cdp.jobs import run_worker
 
-    run_worker(_runtime(), burst=burst)
+    run_worker(_runtime(), burst=burst, fork=fork)
 
 
 @cli.command()
@@ -471,6 +473,15 @@ from activation.cli import metrics as _metrics, segments as _segments  # noqa: E
 
 cli.add_command(_metrics)
 cli.add_command(_segments)
+
+from activation.portfolio_cli import portfolios as _portfolios  # noqa: E402 - docs/segments.md#portfolios
+
+cli.add_command(_portfolios)
+
+from activation.activations_cli import activations as _activations, destinations as _destinations  # noqa: E402
+
+for _group in (_destinations, _activations):
+    cli.add_command(_group)
 
 
 def main() -> None:

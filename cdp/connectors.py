@@ -19,7 +19,7 @@ value: the message is shown to operators and stored in sync history.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterator, Mapping
+from typing import Any, Callable, ClassVar, Iterator, Mapping
 
 from marshmallow import Schema, ValidationError
 
@@ -209,12 +209,32 @@ class SourceConnector(_Configured):
     title: ClassVar[str] = ""
     config_schema: ClassVar[type[Schema]]
 
+    #: Set by the platform on the connector of a configured source (sources.build_connector):
+    #: stores changed configuration values durably. Connectors call :meth:`save_config`, not this.
+    config_saver: Callable[[dict], None] | None = None
+
     def __init__(self, config: Mapping, *, source: str | None = None):
         """`config` is validated by `config_schema` (ConfigInvalid names the
         field); `source` is the configured source's name (records are stored
         under it), the type name when the connector is used on its own."""
         self.config = self.validate_config(config)
+        self._raw_config = dict(config)
         self.source = source or self.name
+
+    def save_config(self, changes: Mapping[str, Any]) -> None:
+        """Keep configuration values the connector itself changed (a rotated
+        OAuth refresh token, a new access token and its expiry): for a
+        configured source they are validated and written to its stored
+        configuration (secret fields encrypted) and committed *before* this
+        returns, so a credential only the connector knows is never lost; if
+        that fails it raises and the connector must not go on. Then this
+        instance uses them. Keys and values as in the raw configuration
+        (JSON: dates as ISO 8601 text)."""
+        merged = {**self._raw_config, **changes}
+        loaded = self.validate_config(merged)
+        if self.config_saver is not None:
+            self.config_saver(dict(changes))
+        self.config, self._raw_config = loaded, merged
 
     def check(self) -> None:
         """Verify the source can be read with this configuration (a cheap
@@ -256,6 +276,11 @@ class DestinationConnector(_Configured):
     name: ClassVar[str]
     title: ClassVar[str] = ""
     config_schema: ClassVar[type[Schema]]
+    # Fields an activation to this destination must include (e.g. ("email",) for a mailing list).
+    required_fields: ClassVar[tuple[str, ...]] = ()
+    # The row field the tool knows a subject by; `remove` gets these values back (activation keeps
+    # them encrypted under the subject's key between runs).
+    ref_field: ClassVar[str] = "profile_id"
 
     def __init__(self, config: Mapping, *, destination: str | None = None):
         self.config = self.validate_config(config)
@@ -269,8 +294,10 @@ class DestinationConnector(_Configured):
         same `idempotency_key` sent again must not create duplicates."""
         raise NotImplementedError
 
-    def remove(self, subject_refs: list[str]) -> DeliveryResult:
-        """Remove subjects (by the references given at delivery) from the destination."""
+    def remove(self, subject_refs: list[str], idempotency_key: str | None = None) -> DeliveryResult:
+        """Remove subjects (by the references given at delivery, `ref_field`)
+        from the destination. Removing someone already gone is not an error;
+        `idempotency_key` (set by activation) is the same for a retried removal."""
         raise NotImplementedError
 
     def on_subject_request(self, action: str, subject: Subject) -> ActionResult:

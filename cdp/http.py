@@ -82,26 +82,33 @@ def _bounded_retry(cap: float) -> type[Retry]:
 # -- keeping secrets and personal data out of text ------------------------------------
 
 _QUERY = re.compile(r"\?[^\s'\")]*")
-_MASKABLE_SEGMENT = re.compile(r"^(\d{8,}|.*@.*)$")
+# 8+ digits (CPF, phone), anything with @, and 32+ hex digits (hashes of identifiers, e.g. Mailchimp's
+# subscriber_hash = MD5 of the e-mail).
+_MASKABLE_SEGMENT = re.compile(r"^(\d{8,}|.*@.*|[0-9a-fA-F]{32,})$")
 
 
 def safe_path(url: str) -> str:
     """The path of a URL without its query string, with segments that may
-    be personal (8+ digits: CPF, phone; anything with @) masked."""
+    be personal (8+ digits: CPF, phone; anything with @; long hex hashes) masked."""
     path = urlsplit(url).path or "/"
     return "/".join("***" if _MASKABLE_SEGMENT.match(seg) else seg for seg in path.split("/"))
 
 
+# A path segment of a URL inside log text that safe_path would mask.
+_SEGMENT_IN_TEXT = re.compile(r"(?<=/)(\d{8,}|[^/\s'\")?]*@[^/\s'\")?]*|[0-9a-fA-F]{32,})(?=[/\s'\")?]|$)")
+
+
 class _DropQueryStrings(logging.Filter):
     """urllib3 logs full URLs at DEBUG (and Retry reprs hold them too); a
-    query string can carry an identifier or a token."""
+    query string can carry an identifier or a token, and a path segment can
+    be one (the same segments safe_path masks)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
         except Exception:  # noqa: BLE001 - a bad record is not ours to break
             return True
-        record.msg, record.args = _QUERY.sub("?…", message), None
+        record.msg, record.args = _SEGMENT_IN_TEXT.sub("***", _QUERY.sub("?…", message)), None
         return True
 
 
@@ -120,7 +127,8 @@ class HttpClient:
 
     def __init__(self, name: str, base_url: str, *, headers: Mapping[str, str] | None = None, auth=None,
                  timeout: float | tuple[float, float] = DEFAULT_TIMEOUT, retry: RetryPolicy | None = None,
-                 secrets: Iterable[str] = (), auth_hint: str = "check the credentials"):
+                 secrets: Iterable[str] = (), auth_hint: str = "check the credentials",
+                 reauthorize: Callable[[], Mapping[str, str] | None] | None = None):
         from cdp import __version__
 
         self.name = name
@@ -133,6 +141,9 @@ class HttpClient:
         self.retry = retry or DEFAULT_RETRY
         self.secrets = [s for s in secrets if s]
         self.auth_hint = auth_hint
+        # Called on an HTTP 401 (an expired OAuth access token): returns the new auth headers
+        # (or None: nothing to renew), and the request is sent once more with them.
+        self.reauthorize = reauthorize
         self.session = requests.Session()
         adapter = HTTPAdapter(max_retries=self.retry.urllib3())
         self.session.mount("http://", adapter)
@@ -160,11 +171,19 @@ class HttpClient:
                 allow: Iterable[int] = ()) -> requests.Response:
         """Send a request with retries. 2xx (and statuses in `allow`) come
         back; anything else raises AuthError, SourceUnavailable or ConnectorError."""
+        response = self._send(method, path, params=params, json=json, data=data, headers=headers)
+        if response.status_code == 401 and self.reauthorize is not None and 401 not in set(allow):
+            renewed = self.reauthorize()
+            if renewed:
+                self.session.headers.update(renewed)
+                response = self._send(method, path, params=params, json=json, data=data, headers=headers)
+        return self._check(response, method, allow)
+
+    def _send(self, method: str, path: str, **kwargs) -> requests.Response:
         url = self.url(path)
         where = f"{method.upper()} {safe_path(url)}"
         try:
-            response = self.session.request(method, url, params=params, json=json, data=data, headers=headers,
-                                            timeout=self.timeout)
+            response = self.session.request(method, url, timeout=self.timeout, **kwargs)
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout, requests.exceptions.RetryError) as exc:
             reason = _reason(exc)
             log.warning("%s: %s failed after retries (%s)", self.name, where, reason)
@@ -173,6 +192,10 @@ class HttpClient:
                 "try again later") from None
         except requests.exceptions.RequestException as exc:
             raise ConnectorError(f"{self.name}: {where} failed ({type(exc).__name__})") from None
+        return response
+
+    def _check(self, response: requests.Response, method: str, allow: Iterable[int]) -> requests.Response:
+        where = f"{method.upper()} {safe_path(response.url)}"
         status = response.status_code
         attempts = 1 + len(getattr(getattr(response.raw, "retries", None), "history", ()) or ())
         log.debug("%s: %s -> HTTP %s (attempts=%d)", self.name, where, status, attempts)

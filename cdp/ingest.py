@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from cdp import crypto
 from cdp.models import Event, Identifier, IdentifierKind, RecordVersion, Source, SourceRecord, new_id, utcnow
-from cdp.store import KeyStore, Runtime
+from cdp.store import KeyStore, Runtime, among
 from identity import normalize as norm
 from identity.features import blocking_keys, from_payload
 from schemas.record import flatten_errors, load_record
@@ -184,7 +184,7 @@ class Ingestor:
         existing: dict[bytes, SourceRecord] = {}
         for start in range(0, len(keys), 500):
             for rec in self.session.scalars(select(SourceRecord).where(
-                SourceRecord.source == self.source.name, SourceRecord.external_key.in_(keys[start:start + 500])
+                SourceRecord.source == self.source.name, among(self.session, SourceRecord.external_key, keys[start:start + 500])
             )):
                 existing[rec.external_key] = rec
         results = []

@@ -71,12 +71,16 @@ def submit_resolution(runtime: Runtime, record_ids: list[str]) -> list[str]:
     return job_ids
 
 
-def run_worker(runtime: Runtime, burst: bool = False, with_scheduler: bool = True) -> None:
-    from rq import Worker
+def run_worker(runtime: Runtime, burst: bool = False, with_scheduler: bool = True, fork: bool = True) -> None:
+    from rq import SimpleWorker, Worker
 
     if not runtime.settings.redis_url:
         raise SystemExit("error: REDIS_URL is not set; without it jobs run in-process and no worker is needed")
     conn = redis_connection(runtime.settings.redis_url)
+    # Forking a fresh process per job isolates jobs; not forking keeps the
+    # worker's in-memory caches (features of recently seen records, unwrapped
+    # keys) warm from one resolution job to the next, for ingest-heavy loads.
+    worker_class = Worker if fork else SimpleWorker
     # Job descriptions hold counts only, but keep rq from logging arguments.
-    worker = Worker([runtime.settings.queue_name], connection=conn, log_job_description=False)
+    worker = worker_class([runtime.settings.queue_name], connection=conn, log_job_description=False)
     worker.work(burst=burst, with_scheduler=with_scheduler)

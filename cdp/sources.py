@@ -57,6 +57,26 @@ def _aad_args(name: str) -> tuple[str, str, str]:
     return "sources", name, "secrets"
 
 
+# Configured connectors (sources here, destinations in activation.destinations) keep their secret
+# fields as one ciphertext under the row's own data key, AAD (table, name, "secrets").
+
+def seal_secrets(keys, key_id: str | None, secrets: Mapping, table: str, name: str) -> tuple[str | None, bytes | None]:
+    """(key_id, ciphertext) of a connector's secret fields; (key_id, None) when there are none."""
+    if not secrets:
+        return key_id, None
+    if key_id is None:
+        key_id, dek = keys.create()
+    else:
+        dek = keys.get(key_id)
+    return key_id, crypto.encrypt_json(dek, dict(secrets), table, name, "secrets")
+
+
+def open_secrets(keys, key_id: str | None, ciphertext: bytes | None, table: str, name: str) -> dict:
+    if ciphertext is None:
+        return {}
+    return crypto.decrypt_json(keys.get(key_id), ciphertext, table, name, "secrets")
+
+
 def add_source(runtime: Runtime, name: str, type_name: str | None, config: Mapping, *, trust: int | None = None,
                update: bool = False) -> Source:
     """Create (or with `update`, change) a configured source. The connector's
@@ -98,23 +118,14 @@ def add_source(runtime: Runtime, name: str, type_name: str | None, config: Mappi
         if trust is not None:
             source.trust = trust
         source.config = plain
-        if secrets:
-            if source.secrets_key_id is None:
-                source.secrets_key_id, dek = keys.create()
-            else:
-                dek = keys.get(source.secrets_key_id)
-            source.secrets_ct = crypto.encrypt_json(dek, secrets, *_aad_args(name))
-        else:
-            source.secrets_ct = None
+        source.secrets_key_id, source.secrets_ct = seal_secrets(keys, source.secrets_key_id, secrets, "sources", name)
         session.flush()
         return source
 
 
 def _stored_config(keys, source: Source) -> dict:
-    config = dict(source.config or {})
-    if source.secrets_ct is not None:
-        config.update(crypto.decrypt_json(keys.get(source.secrets_key_id), source.secrets_ct, *_aad_args(source.name)))
-    return config
+    return {**(source.config or {}), **open_secrets(keys, source.secrets_key_id, source.secrets_ct, "sources",
+                                                     source.name)}
 
 
 def _configured(session, name: str) -> Source:
@@ -136,7 +147,15 @@ def build_connector(runtime: Runtime, name: str) -> tuple[SourceConnector, Sourc
         config = _stored_config(runtime.keys(session), source)
         session.expunge(source)
     connector = source_type(source.plugin)(config, source=name)
+    connector.config_saver = lambda changes: save_config(runtime, name, changes)
     return connector, source
+
+
+def save_config(runtime: Runtime, name: str, changes: Mapping) -> None:
+    """Write configuration values a connector changed (SourceConnector.save_config)
+    into the configured source: merged, validated, secrets re-encrypted, committed."""
+    add_source(runtime, name, None, changes, update=True)
+    log.info("source=%s configuration updated by its connector (keys: %s)", name, ", ".join(sorted(changes)))
 
 
 def check_source(runtime: Runtime, name: str) -> SourceConnector:

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, load_only
 from cdp import crypto
 from cdp.models import (CannotLink, Event, Identifier, IdentifierKind, MergeEvent, Profile, Source, SourceRecord,
                         new_id, utcnow)
-from cdp.store import KeyStore, Runtime
+from cdp.store import KeyStore, Runtime, among
 from identity import features as features_mod
 from identity import golden as golden_mod
 from identity.features import Features
@@ -64,17 +64,17 @@ class Rec:
 def load_records(session: Session, record_ids: list[str], pending_only: bool = True) -> list[Rec]:
     t = SourceRecord.__table__
     query = select(t.c.id, t.c.source, t.c.key_id, t.c.payload_ct, t.c.profile_id, t.c.link_rule, t.c.link_details,
-                   t.c.observed_at, t.c.received_at).where(t.c.id.in_(record_ids))
+                   t.c.observed_at, t.c.received_at).where(among(session, t.c.id, record_ids))
     if pending_only:
         query = query.where(t.c.status == "pending")
-    recs = {row.id: Rec(*row) for row in session.execute(query)}
+    recs = {row.id: Rec(*row) for row in session.execute(query).all()}
     for rec in recs.values():  # the table-level select skips the UTC type decorator on SQLite
         rec.observed_at = _aware(rec.observed_at)
         rec.received_at = _aware(rec.received_at)
     i = Identifier.__table__
     for rid, kind, bi, strong in session.execute(
-        select(i.c.record_id, i.c.kind, i.c.blind_index, i.c.strong).where(i.c.record_id.in_(list(recs)))
-    ):
+        select(i.c.record_id, i.c.kind, i.c.blind_index, i.c.strong).where(among(session, i.c.record_id, recs))
+    ).all():
         recs[rid].identifiers.append(Ident(kind, bi, bool(strong)))
     # Received order, so incremental and batch resolution meet records alike.
     return sorted(recs.values(), key=lambda r: (r.received_at, r.id))
@@ -195,13 +195,13 @@ class Resolver:
                 select(i.c.blind_index, sr.c.id, sr.c.profile_id,
                        func.row_number().over(partition_by=i.c.blind_index, order_by=sr.c.id).label("n"))
                 .join(sr, sr.c.id == i.c.record_id)
-                .where(i.c.blind_index.in_(bis[start:start + 500]), usable, sr.c.profile_id.is_not(None))
+                .where(among(self.session, i.c.blind_index, bis[start:start + 500]), usable, sr.c.profile_id.is_not(None))
                 .subquery()
             )
             counts: dict[bytes, int] = {}
             for bi, rid, pid in self.session.execute(
                 select(ranked.c.blind_index, ranked.c.id, ranked.c.profile_id).where(ranked.c.n <= cap + 1)
-            ):
+            ).all():
                 counts[bi] = counts.get(bi, 0) + 1
                 self._index.setdefault(bi, []).append(rid)
                 self._record_profile[rid] = pid
@@ -217,15 +217,15 @@ class Resolver:
         for start in range(0, len(ids), 500):
             part = ids[start:start + 500]
             for a, b, same in self.session.execute(
-                select(lp.c.record_a, lp.c.record_b, lp.c.is_match).where(lp.c.record_a.in_(part) | lp.c.record_b.in_(part))
-            ):
+                select(lp.c.record_a, lp.c.record_b, lp.c.is_match).where(among(self.session, lp.c.record_a, part) | among(self.session, lp.c.record_b, part))
+            ).all():
                 self._decided[frozenset((a, b))] = bool(same)
 
     def _load_features(self, record_ids: list[str]) -> None:
         for start in range(0, len(record_ids), 500):
             rows = self.session.execute(
                 select(SourceRecord.id, SourceRecord.key_id, SourceRecord.payload_ct)
-                .where(SourceRecord.id.in_(record_ids[start:start + 500]))
+                .where(among(self.session, SourceRecord.id, record_ids[start:start + 500]))
             ).all()
             missing = []
             for rid, key_id, payload_ct in rows:
@@ -244,7 +244,7 @@ class Resolver:
         for start in range(0, len(wanted), 500):
             part = wanted[start:start + 500]
             # Golden records and provenance load only for the profiles a record joins.
-            loaded = list(self.session.scalars(select(Profile).where(Profile.id.in_(part)).options(
+            loaded = list(self.session.scalars(select(Profile).where(among(self.session, Profile.id, part)).options(
                 load_only(Profile.id, Profile.key_id, Profile.status, Profile.created_at, Profile.record_count,
                           Profile.merged_into))))
             for profile in loaded:
@@ -255,13 +255,13 @@ class Resolver:
             for pid, bi in self.session.execute(
                 select(SourceRecord.profile_id, Identifier.blind_index)
                 .join(SourceRecord, SourceRecord.id == Identifier.record_id)
-                .where(SourceRecord.profile_id.in_(part), Identifier.kind == "cpf", Identifier.strong.is_(True))
-            ):
+                .where(among(self.session, SourceRecord.profile_id, part), Identifier.kind == "cpf", Identifier.strong.is_(True))
+            ).all():
                 self._cpfs[pid].add(bi)
             for a, b in self.session.execute(
                 select(CannotLink.profile_a, CannotLink.profile_b)
-                .where(CannotLink.profile_a.in_(part) | CannotLink.profile_b.in_(part))
-            ):
+                .where(among(self.session, CannotLink.profile_a, part) | among(self.session, CannotLink.profile_b, part))
+            ).all():
                 self._cannot.add((a, b))
 
     def _profile(self, pid: str) -> Profile | None:
@@ -473,8 +473,8 @@ class Resolver:
         stored: dict[str, tuple] = {}
         for start in range(0, len(existing), 500):
             for pid, key_id, golden_ct, provenance in self.session.execute(
-                select(p.c.id, p.c.key_id, p.c.golden_ct, p.c.provenance).where(p.c.id.in_(existing[start:start + 500]))
-            ):
+                select(p.c.id, p.c.key_id, p.c.golden_ct, p.c.provenance).where(among(self.session, p.c.id, existing[start:start + 500]))
+            ).all():
                 stored[pid] = (key_id, golden_ct, provenance)
         self.keys.preload([v[0] for v in stored.values()])
         updates = []
@@ -512,7 +512,7 @@ class Resolver:
         for start in range(0, len(record_ids), 500):
             part = record_ids[start:start + 500]
             owner = select(SourceRecord.profile_id).where(SourceRecord.id == Event.record_id).scalar_subquery()
-            self.session.execute(update(Event).where(Event.record_id.in_(part)).values(profile_id=owner),
+            self.session.execute(update(Event).where(among(self.session, Event.record_id, part)).values(profile_id=owner),
                                  execution_options={"synchronize_session": False})
 
     def _move_records(self, record_ids: list[str], source: Profile, target: Profile) -> None:

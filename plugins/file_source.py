@@ -312,8 +312,8 @@ class FileSource(SourceConnector):
     title = "CSV / JSON-lines file"
     config_schema = FileSourceConfig
 
-    def __init__(self, config: dict):
-        super().__init__(config)
+    def __init__(self, config: dict, *, source: str | None = None):
+        super().__init__(config, source=source)  # `source`: a configured source's name (sources.build_connector)
         self.path = Path(self.config["path"])
         self.mapping = load_mapping(Path(self.config["mapping"])) if self.config.get("mapping") else None
         fmt = (self.mapping or {}).get("format") or ("jsonl" if self.path.suffix in (".jsonl", ".ndjson", ".json") else "csv")

@@ -63,8 +63,9 @@ class WebhookDestination(DestinationConnector):
         self._post({"type": "upsert", "rows": rows}, idempotency_key)
         return DeliveryResult(delivered=len(rows))
 
-    def remove(self, subject_refs: list[str]) -> DeliveryResult:
-        key = "remove-" + hashlib.sha256("\x1f".join(sorted(subject_refs)).encode()).hexdigest()[:32]
+    def remove(self, subject_refs: list[str], idempotency_key: str | None = None) -> DeliveryResult:
+        key = idempotency_key or (
+            "remove-" + hashlib.sha256("\x1f".join(sorted(subject_refs)).encode()).hexdigest()[:32])
         self._post({"type": "remove", "refs": list(subject_refs)}, key)
         return DeliveryResult(delivered=len(subject_refs))
 

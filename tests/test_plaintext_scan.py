@@ -1,6 +1,7 @@
 """No personal data in clear at rest: run the real `cdp demo`, then scan
 what it stored (the SQLite files, or a pg_dump of the PostgreSQL database)
-for every name, e-mail, phone and CPF the generator wrote."""
+for every name, e-mail, phone and CPF the generator wrote; and what it
+printed and logged (verbose), its connectors' syncs and webhooks included."""
 from __future__ import annotations
 
 import os
@@ -24,13 +25,14 @@ def _cdp_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "cdp.cli"]
 
 
-def _run_demo(instance: Path, people: int, database_url: str | None = None) -> subprocess.CompletedProcess:
+def _run_demo(instance: Path, people: int, database_url: str | None = None,
+              verbose: bool = False) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("CDP_") and k not in ("DATABASE_URL", "REDIS_URL")}
     env["CDP_INSTANCE_PATH"] = str(instance)
     if database_url:
         env["DATABASE_URL"] = database_url
-    return subprocess.run(_cdp_command() + ["demo", "--no-serve", "--people", str(people), "--seed", str(SEED)],
+    return subprocess.run(_cdp_command() + ["-v"] * verbose + ["demo", "--no-serve", "--people", str(people), "--seed", str(SEED)],
                           env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -98,7 +100,7 @@ def _summary_ok(result: subprocess.CompletedProcess) -> None:
 
 def test_demo_sqlite_files_hold_no_plaintext_pii(tmp_path):
     instance = tmp_path / "instance"
-    result = _run_demo(instance, people=120)
+    result = _run_demo(instance, people=120, verbose=True)  # INFO logs too: syncs, webhooks, token refresh
     _summary_ok(result)
 
     regenerated = generate(tmp_path / "regenerated", people=120, seed=SEED)
@@ -109,6 +111,10 @@ def test_demo_sqlite_files_hold_no_plaintext_pii(tmp_path):
     # The scan can find PII: the demo's own input files are full of it.
     inputs = b"".join(p.read_bytes() for p in sorted((instance / "demo").iterdir()))
     assert len(_hits(inputs, needles)) > len(needles) // 2
+
+    # What the demo printed and logged (its connectors' fixture servers and webhooks included) names no one.
+    assert "sync source=erp_bling" in result.stderr  # the logs were really on
+    assert _hits((result.stdout + result.stderr).encode("utf-8"), needles) == []
 
     stored = [p for p in sorted(instance.iterdir()) if p.is_file() and p.name != "keys.json"]
     assert instance / "cdp.sqlite3" in stored

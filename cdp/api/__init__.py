@@ -113,6 +113,12 @@ def init_api(app: Flask) -> None:
     from activation.api import blp as segments_blp  # segments and their members (docs/segments.md)
 
     api.register_blueprint(segments_blp)
+    from activation.portfolio_api import blp as portfolios_blp  # portfolios, managers, snapshots
+
+    api.register_blueprint(portfolios_blp)
+    from activation.activations_api import blp as activations_blp  # destinations, activations (docs/activation.md)
+
+    api.register_blueprint(activations_blp)
     from cdp.console import init_console  # DPO console: server-rendered pages at /console/
 
     init_console(app)

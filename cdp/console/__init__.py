@@ -401,6 +401,16 @@ def purposes():
     return render_template("console/purposes.html", rows=rows)
 
 
+@bp.get("/portfolios")
+def portfolios():
+    """Read-only: every portfolio with its manager and latest snapshot (docs/segments.md#portfolios)."""
+    from activation.portfolios import overview
+
+    with _runtime().session() as session:
+        rows = overview(session)
+    return render_template("console/portfolios.html", rows=rows)
+
+
 @bp.route("/ledger", methods=["GET", "POST"])
 def ledger_status():
     """GET shows the page; POST runs the full chain verification (read-only: every role)."""

@@ -109,6 +109,23 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "status_in_progress": ("em andamento", "in progress"),
     "status_completed": ("concluído", "completed"),
     "status_denied": ("negado", "denied"),
+    # portfolios (read-only page; docs/segments.md#portfolios)
+    "nav_portfolios": ("Carteiras", "Portfolios"),
+    "portfolios_title": ("Carteiras de clientes", "Customer portfolios"),
+    "portfolios_text": ("Indicadores do último retrato diário (cdp portfolios snapshot). LTV médio entre clientes "
+                        "com compra; churn entre clientes com compra; NPS entre quem respondeu.",
+                        "Indicators from the latest daily snapshot (cdp portfolios snapshot). Average LTV over "
+                        "customers with a purchase; churn over customers with a purchase; NPS over respondents."),
+    "manager": ("Gerente responsável", "Manager"),
+    "kind": ("Tipo", "Kind"),
+    "kind_manual": ("manual", "by hand"),
+    "kind_segment": ("por segmento", "by segment"),
+    "members": ("Clientes", "Customers"),
+    "avg_ltv": ("LTV médio (R$)", "Average LTV (R$)"),
+    "total_ltv": ("LTV total (R$)", "Total LTV (R$)"),
+    "churn": ("Churn (%)", "Churn (%)"),
+    "nps": ("NPS", "NPS"),
+    "snapshot_of": ("Retrato de", "Snapshot of"),
 }
 
 # Field names the services report in errors, in words a DPO reads.

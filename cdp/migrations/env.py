@@ -10,6 +10,8 @@ import consent.dsr.models, cdp.disclosures  # noqa: F401,E401,E402 - requests, s
 import cdp.console.models  # noqa: F401,E402 - DPO console staff accounts (0004)
 import identity.models  # noqa: F401,E402 - match models, review queue (0005)
 import activation.models  # noqa: F401,E402 - metrics, segments, activation (0006)
+import activation.run_models  # noqa: F401,E402 - destinations, activations, runs, deliveries (0008)
+import activation.portfolio_models  # noqa: F401,E402 - portfolios, managers, snapshots (0007)
 
 config = context.config
 target_metadata = Base.metadata

@@ -27,7 +27,7 @@ import json
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
@@ -80,6 +80,7 @@ class FixtureServer:
         self.requests: list[SeenRequest] = []
         self.required_headers: dict[str, str] = {}
         self.required_query: dict[str, str] = {}
+        self.open_paths: set[str] = set()
         self._lock = threading.Lock()
         self._server = None
         self._thread: threading.Thread | None = None
@@ -144,10 +145,13 @@ class FixtureServer:
                 kwargs["json"] = item["json"]
             self.add(item["path"], **kwargs)
 
-    def require(self, headers: Mapping[str, str] | None = None, query: Mapping[str, str] | None = None) -> None:
-        """Answer 401 to requests without these header (or query) values."""
+    def require(self, headers: Mapping[str, str] | None = None, query: Mapping[str, str] | None = None,
+                *, except_paths: Iterable[str] = ()) -> None:
+        """Answer 401 to requests without these header (or query) values,
+        except on `except_paths` (an OAuth token endpoint takes other credentials)."""
         self.required_headers = dict(headers or {})
         self.required_query = {k: str(v) for k, v in (query or {}).items()}
+        self.open_paths = set(except_paths)
 
     def fail(self, path: str, status: int, *, times: int = 1, retry_after: int | str | None = None,
              body: Any = None) -> None:
@@ -199,6 +203,8 @@ class FixtureServer:
         return response
 
     def _authorized(self, request: Request) -> bool:
+        if request.path in self.open_paths:
+            return True
         for name, value in self.required_headers.items():
             if request.headers.get(name) != value:
                 return False

@@ -1,0 +1,156 @@
+"""Incremental ingest + resolve throughput, as a deployment runs it: the
+ingesting process stores each batch and queues its record ids on rq; a
+`cdp worker` process resolves them (PostgreSQL + Redis, two processes on the
+machine's cores). The data arrive in equal rounds, so the figures show
+whether speed or the worker's memory change as profiles accumulate.
+
+    .venv/bin/python bench/throughput.py [--people 20000] [--rounds 4] [--pg URL] [--redis URL]
+    .venv/bin/python bench/throughput.py --in-process      # one process, no Redis (the embedded default)
+
+Records come from the `cdp demo` generator (Brazilian people in five
+sources), written to CSV / JSON-lines files and read by the file connector.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> None:
+    import logging
+
+    logging.disable(logging.WARNING)  # per-record warnings of the generator's data are not the point here
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--people", type=int, default=20000)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--pg", default=os.environ.get("CDP_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test"))
+    parser.add_argument("--redis", default=os.environ.get("CDP_TEST_REDIS_URL", "redis://127.0.0.1:6379/14"))
+    parser.add_argument("--in-process", action="store_true", help="no Redis: resolve in the ingesting process")
+    args = parser.parse_args()
+
+    import psycopg
+    from redis import Redis
+
+    from cdp.cli import ingest_connector
+    from cdp.demo.dataset import generate
+    from plugins.file_source import FileSource
+    from tests.conftest import make_runtime, make_settings
+
+    name = f"cdp_tp_{secrets.token_hex(4)}"
+    with psycopg.connect(args.pg, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = args.pg.rsplit("/", 1)[0] + "/" + name
+    worker = None
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            ds = generate(tmp / "data", people=args.people, seed=11)
+            instance = tmp / "instance"
+            redis_url = None if args.in_process else args.redis
+            queue = f"tp-{secrets.token_hex(3)}"
+            runtime = make_runtime(make_settings(instance, url, redis_url, queue_name=queue))
+            if redis_url:
+                Redis.from_url(redis_url).flushdb()
+                env = {**os.environ, "CDP_INSTANCE_PATH": str(instance), "DATABASE_URL": url, "REDIS_URL": redis_url,
+                       "CDP_QUEUE": queue}
+                worker = subprocess.Popen([str(Path(sys.executable).parent / "cdp"), "worker", "--no-fork"], env=env, cwd=ROOT,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            rows = _read_all(ds.files)
+            per_round = -(-len(rows) // args.rounds)
+            print(f"{len(rows)} records from {args.people} people, {args.rounds} rounds, "
+                  f"{'in-process' if args.in_process else 'ingest process + 1 rq worker'}, PostgreSQL")
+            total_t = 0.0
+            for r in range(args.rounds):
+                part = rows[r * per_round:(r + 1) * per_round]
+                t0 = time.perf_counter()
+                for source, records in _by_source(part).items():
+                    ingest_connector(runtime, _Listed(source, records), quiet=True, bar=_NoBar())
+                while _pending(runtime):
+                    time.sleep(0.05)
+                dt = time.perf_counter() - t0
+                total_t += dt
+                print(json.dumps({"round": r + 1, "records": len(part), "seconds": round(dt, 1),
+                                  "records_per_s": round(len(part) / dt), "stored_before": r * per_round,
+                                  "ingest_peak_mb": _peak_mb(os.getpid()),
+                                  "worker_peak_mb": _peak_mb(worker.pid) if worker else None}), flush=True)
+            print(f"overall: {round(len(rows) / total_t)} records/s")
+    finally:
+        if worker:
+            worker.terminate()
+            worker.wait(30)
+        with psycopg.connect(args.pg, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _pending(runtime) -> bool:
+    from sqlalchemy import select
+
+    from cdp.models import SourceRecord
+
+    with runtime.session() as session:
+        return session.scalar(select(SourceRecord.id).where(SourceRecord.status == "pending").limit(1)) is not None
+
+
+def _peak_mb(pid: int) -> int:
+    """Peak resident memory of a process so far (Linux: VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024)
+    return 0
+
+
+def _read_all(files) -> list[tuple[str, dict]]:
+    from plugins.file_source import FileSource
+
+    rows = []
+    for data, mapping in files:
+        source = FileSource({"path": str(data)} | ({"mapping": str(mapping)} if mapping else {}))
+        for batch in source.read(batch_size=5000):
+            rows.extend((source.source_name or rec["source"], rec) for rec in batch.records)
+    # Interleaved sources, as data arrive in a live system.
+    rows.sort(key=lambda sr: hash(sr[1].get("external_id")) % 9973)
+    return rows
+
+
+def _by_source(rows):
+    out: dict[str, list] = {}
+    for source, rec in rows:
+        out.setdefault(source, []).append(rec)
+    return out
+
+
+class _Listed:
+    """Already-read records served as a connector (batches of 500)."""
+
+    name = "file"
+
+    def __init__(self, source: str, records: list[dict]):
+        self.source_name, self.records = source, records
+
+    def read(self, batch_size: int = 500):
+        from cdp.connectors import Batch
+
+        for start in range(0, len(self.records), batch_size):
+            yield Batch(records=self.records[start:start + batch_size], errors=[])
+
+
+class _NoBar:
+    def update(self, n):
+        pass
+
+    def close(self):
+        pass
+
+
+if __name__ == "__main__":
+    main()
