@@ -230,7 +230,8 @@ def _wait_for_workers(runtime: Runtime, quiet: bool, timeout: float = 1800) -> s
     if Worker.count(connection=redis_connection(runtime.settings.redis_url), queue=q) == 0:
         from rq import SimpleWorker
 
-        SimpleWorker([q], connection=q.connection, log_job_description=False).work(burst=True)
+        # rq logs every job at INFO; the demo shows its own progress instead.
+        SimpleWorker([q], connection=q.connection, log_job_description=False).work(burst=True, logging_level="WARNING")
         return "rq (burst worker in this process: no `cdp worker` was running)"
     deadline = time.monotonic() + timeout
     with tqdm(total=_pending(runtime), desc="resolve (rq)", unit="rec", file=sys.stderr, disable=quiet) as bar:
