@@ -180,3 +180,38 @@ def among(session: Session, column, values):
     if session.get_bind().dialect.name == "postgresql":
         return column == any_(bindparam(None, values, type_=ARRAY(column.type)))
     return column.in_(values)
+
+
+# Rows resolved since the planner statistics were last refreshed, and the
+# table size then, per database (process-local: each worker keeps its own).
+_GROWTH: dict[str, list[int]] = {}
+_AUTOVACUUM: dict[str, bool] = {}
+STATISTICS_TABLES = ("source_records", "identifiers", "profiles", "events", "profile_metrics")
+
+
+def keep_statistics_fresh(runtime: "Runtime", new_rows: int) -> bool:
+    """PostgreSQL plans lookups from table statistics that autovacuum keeps
+    fresh. On a server running without autovacuum, a bulk load leaves them
+    describing near-empty tables and the blind-index lookups turn into
+    sequential scans (resolution got several times slower as data grew).
+    There, refresh them ourselves each time the data has grown by a fifth.
+    Returns whether it ran ANALYZE."""
+    url = runtime.settings.database_url
+    if not url.startswith("postgresql"):
+        return False
+    engine = get_engine(url)
+    if url not in _AUTOVACUUM:
+        with engine.connect() as conn:
+            _AUTOVACUUM[url] = conn.exec_driver_sql("SHOW autovacuum").scalar() == "on"
+    if _AUTOVACUUM[url]:
+        return False
+    since, base = _GROWTH.setdefault(url, [0, 0])
+    since += new_rows
+    if since < max(2000, base // 5):
+        _GROWTH[url][0] = since
+        return False
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ANALYZE " + ", ".join(STATISTICS_TABLES))
+        base = conn.exec_driver_sql("SELECT count(*) FROM source_records").scalar()
+    _GROWTH[url] = [0, base]
+    return True

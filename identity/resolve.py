@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, load_only
 from cdp import crypto
 from cdp.models import (CannotLink, Event, Identifier, IdentifierKind, MergeEvent, Profile, Source, SourceRecord,
                         new_id, utcnow)
-from cdp.store import KeyStore, Runtime, among
+from cdp.store import KeyStore, Runtime, among, keep_statistics_fresh
 from identity import features as features_mod
 from identity import golden as golden_mod
 from identity.features import Features
@@ -623,6 +623,7 @@ def resolve_records(runtime: Runtime, record_ids: list[str], progress=None) -> l
     from activation.metrics import refresh_profiles  # derived traits of the touched profiles (docs/metrics.md)
 
     refresh_profiles(runtime, [pid for d in decisions for pid in (d.profile_id, *d.merged)])
+    keep_statistics_fresh(runtime, len(record_ids))
     return decisions
 
 
