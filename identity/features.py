@@ -188,7 +188,6 @@ def blocking_keys(f: Features) -> list[tuple[str, str]]:
     for cpf in f.cpfs | f.cpfs_unverified:
         if len(cpf) == 11:
             keys.append(("cpf9", cpf[:9]))  # a wrong check digit still meets its owner
-            keys.append(("cpfd", "".join(sorted(cpf))))  # two digits swapped still meet
     for kind, vals in f.fuzzy_ids.items():
         for v in vals:
             keys.append((f"id:{kind}", v))
