@@ -37,6 +37,10 @@ class Settings:
     match_threshold: float = 0.95
     review_threshold: float = 0.60
     max_block: int = 200  # a blocking key shared by more records is too common to use
+    # The name-only key ("same name sound") is the weakest and the most
+    # crowded (Maria Silva); past this many holders it finds no one a
+    # stronger key would not, and its comparisons dominate resolution time.
+    max_name_block: int = 30
     # Golden record: how to pick a value when sources disagree.
     survivorship: tuple[str, ...] = SURVIVORSHIP_RULES
     resolve_batch_size: int = 500
@@ -55,6 +59,10 @@ class Settings:
     erasure_log: Path | None = None  # durable erasure log outside the database (default instance/erasure-log.jsonl)
     public_url: str = "http://127.0.0.1:8000"  # base of links sent to data subjects (CDP_PUBLIC_URL)
     extra: dict = field(default_factory=dict)
+
+    def block_cap(self, kind: str) -> int:
+        """How many records may share a blocking key of this kind before it is too common to use."""
+        return self.max_name_block if kind == "bk:nm" else self.max_block
 
     @property
     def is_sqlite(self) -> bool:
@@ -82,6 +90,7 @@ class Settings:
             match_threshold=_number(env, "CDP_MATCH_THRESHOLD", 0.95, 0.5, 1.0),
             review_threshold=_number(env, "CDP_REVIEW_THRESHOLD", 0.60, 0.0, 1.0),
             max_block=int(_number(env, "CDP_MAX_BLOCK", 200, 2, 100_000)),
+            max_name_block=int(_number(env, "CDP_MAX_NAME_BLOCK", 30, 2, 100_000)),
             survivorship=_choice_list(env, "CDP_SURVIVORSHIP", SURVIVORSHIP_RULES),
             resolve_batch_size=int(_number(env, "CDP_RESOLVE_BATCH_SIZE", 500, 1, 100_000)),
             controller_name=env.get("CDP_CONTROLLER_NAME") or cls.controller_name,

@@ -68,6 +68,7 @@ class Features:
     # the record's own name: "carlos.souza" on a record named Carlos Souza
     # repeats the name, and counting it again would double the evidence.
     informative_users: frozenset = frozenset()
+    email_users: frozenset = frozenset()  # every e-mail's user part (letters and digits)
 
     @property
     def surname(self) -> str | None:
@@ -111,7 +112,8 @@ def from_payload(payload: dict) -> Features:
     emails = values("email", True)
     pieces = set(given_tokens) | set(surname_tokens) | _PARTICLES
     pieces |= {t[0] for t in given_tokens + surname_tokens}
-    informative = frozenset(u for u in (email_user(e) for e in emails)
+    users = frozenset(email_user(e) for e in emails)
+    informative = frozenset(u for u in users
                             if not (given_tokens or surname_tokens) or not _spelled_from(re.sub(r"\d", "", u), pieces))
     return Features(
         given=given,
@@ -130,6 +132,7 @@ def from_payload(payload: dict) -> Features:
         cpfs_unverified=values("cpf", False),
         fuzzy_ids={k: frozenset(v) for k, v in fuzzy.items()},
         informative_users=informative,
+        email_users=users,
     )
 
 

@@ -80,7 +80,7 @@ def compute_edges(runtime: Runtime, run: str, record_ids: list[str]) -> int:
             shared: dict[str, set[str]] = {}
             for ident in identifiers[record.id]:
                 earlier = [rid for key, rid in holders.get(ident.blind_index, ()) if key < me]
-                if len(earlier) > settings.max_block:
+                if len(earlier) > settings.block_cap(ident.kind):
                     continue  # too common at this point in time, as incremental saw it
                 for rid in earlier:
                     kinds = shared.setdefault(rid, set())

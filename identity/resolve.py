@@ -188,6 +188,7 @@ class Resolver:
         i, sr = Identifier.__table__, SourceRecord.__table__
         usable = or_(i.c.strong.is_(True), i.c.kind.like("bk:%"))
         cap = self.settings.max_block
+        kind_of = {i.blind_index: i.kind for r in records for i in r.identifiers}
         for start in range(0, len(bis), 500):
             # At most cap+1 holders per key come back: enough to tell a key
             # that is too common, never the whole crowd.
@@ -198,17 +199,18 @@ class Resolver:
                 .where(among(self.session, i.c.blind_index, bis[start:start + 500]), usable, sr.c.profile_id.is_not(None))
                 .subquery()
             )
-            counts: dict[bytes, int] = {}
+            holders: dict[bytes, list[tuple[str, str]]] = {}
             for bi, rid, pid in self.session.execute(
                 select(ranked.c.blind_index, ranked.c.id, ranked.c.profile_id).where(ranked.c.n <= cap + 1)
             ).all():
-                counts[bi] = counts.get(bi, 0) + 1
-                self._index.setdefault(bi, []).append(rid)
-                self._record_profile[rid] = pid
-            for bi, n in counts.items():
-                if n > cap:
-                    self._crowded.add(bi)
-                    del self._index[bi]
+                holders.setdefault(bi, []).append((rid, pid))
+            for bi, found in holders.items():
+                if len(found) > self.settings.block_cap(kind_of.get(bi, "")):
+                    self._crowded.add(bi)  # too common: its holders are not candidates (nor loaded)
+                    continue
+                self._index.setdefault(bi, []).extend(rid for rid, _ in found)
+                for rid, pid in found:
+                    self._record_profile[rid] = pid
         self._load_features([rid for rid in self._record_profile if rid not in self._features])
         pids = set(self._record_profile.values()) | {r.profile_id for r in records if r.profile_id}
         self._load_profiles(pids)
@@ -297,7 +299,7 @@ class Resolver:
             if ident.blind_index in self._crowded or not (ident.strong or ident.kind.startswith("bk:")):
                 continue
             rids = self._index.get(ident.blind_index, ())
-            if len(rids) > self.settings.max_block:
+            if len(rids) > self.settings.block_cap(ident.kind):
                 continue
             for rid in rids:
                 if rid != record.id:

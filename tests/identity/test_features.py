@@ -51,3 +51,11 @@ def test_birth_date_and_cep_keys():
     assert keys["dob"] == "19900517"
     assert keys["ad"] == "01310100|100"
     assert keys["sy"].endswith("|1990")
+
+
+def test_the_name_only_key_has_its_own_smaller_cap():
+    from cdp.config import Settings
+
+    settings = Settings.from_env({"CDP_INSTANCE_PATH": "/tmp/x", "CDP_MAX_NAME_BLOCK": "5", "CDP_MAX_BLOCK": "50"})
+    assert settings.block_cap("bk:nm") == 5
+    assert settings.block_cap("bk:dob") == 50 and settings.block_cap("email") == 50
