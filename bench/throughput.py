@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +44,6 @@ def main() -> None:
 
     from cdp.cli import ingest_connector
     from cdp.demo.dataset import generate
-    from plugins.file_source import FileSource
     from tests.conftest import make_runtime, make_settings
 
     name = f"cdp_tp_{secrets.token_hex(4)}"
@@ -117,8 +117,8 @@ def _read_all(files) -> list[tuple[str, dict]]:
         source = FileSource({"path": str(data)} | ({"mapping": str(mapping)} if mapping else {}))
         for batch in source.read(batch_size=5000):
             rows.extend((source.source_name or rec["source"], rec) for rec in batch.records)
-    # Interleaved sources, as data arrive in a live system.
-    rows.sort(key=lambda sr: hash(sr[1].get("external_id")) % 9973)
+    # Interleaved sources, as data arrive in a live system (a stable hash: the same order every run).
+    rows.sort(key=lambda sr: zlib.crc32(str(sr[1].get("external_id")).encode()))
     return rows
 
 

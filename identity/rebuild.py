@@ -27,8 +27,7 @@ from cdp.models import CannotLink, Identifier, MergeEvent, Profile, SourceRecord
 from cdp.store import Runtime
 from identity.models import LabelledPair, RebuildEdge, ReviewItem
 from identity.pairs import Edge, decide
-from identity.resolve import Resolver, active_model
-from identity.training import _features
+from identity.resolve import Resolver, active_model, load_features
 
 SLICE = 1000
 
@@ -66,7 +65,7 @@ def compute_edges(runtime: Runtime, run: str, record_ids: list[str]) -> int:
             ):
                 holders[bi].append(((received, rid), rid))
         candidates = {rid for hs in holders.values() for _, rid in hs}
-        feats = _features(session, keys, sorted(candidates | {r.id for r in records}))
+        feats = load_features(session, keys, sorted(candidates | {r.id for r in records}))
         ids = sorted(candidates | {r.id for r in records})
         decided = {}
         for start in range(0, len(ids), 500):

@@ -123,6 +123,30 @@ def _remember(record_id: str, payload_ct: bytes, features: Features) -> Features
     return features
 
 
+def load_features(session: Session, keys: KeyStore, record_ids: list[str]) -> dict[str, Features]:
+    """Matching features of stored records, from the in-memory cache or by
+    decrypting their payloads (500 per query). Used by resolution, training
+    and batch rebuild alike."""
+    out: dict[str, Features] = {}
+    for start in range(0, len(record_ids), 500):
+        rows = session.execute(
+            select(SourceRecord.id, SourceRecord.key_id, SourceRecord.payload_ct)
+            .where(among(session, SourceRecord.id, record_ids[start:start + 500]))
+        ).all()
+        missing = []
+        for rid, key_id, payload_ct in rows:
+            cached = _FEATURES.get((rid, payload_ct[:12]))  # the nonce changes with every new version
+            if cached is not None:
+                out[rid] = cached
+            else:
+                missing.append((rid, key_id, payload_ct))
+        keys.preload([key_id for _, key_id, _ in missing])
+        for rid, key_id, payload_ct in missing:
+            payload = crypto.decrypt_json(keys.get(key_id), payload_ct, "source_records", rid, "payload")
+            out[rid] = _remember(rid, payload_ct, features_mod.from_payload(payload))
+    return out
+
+
 def _link_details(edge: Edge) -> dict:
     details = dict(edge.details)
     if edge.other:
@@ -224,22 +248,7 @@ class Resolver:
                 self._decided[frozenset((a, b))] = bool(same)
 
     def _load_features(self, record_ids: list[str]) -> None:
-        for start in range(0, len(record_ids), 500):
-            rows = self.session.execute(
-                select(SourceRecord.id, SourceRecord.key_id, SourceRecord.payload_ct)
-                .where(among(self.session, SourceRecord.id, record_ids[start:start + 500]))
-            ).all()
-            missing = []
-            for rid, key_id, payload_ct in rows:
-                cached = _FEATURES.get((rid, payload_ct[:12]))  # the nonce changes with every new version
-                if cached is not None:
-                    self._features[rid] = cached
-                else:
-                    missing.append((rid, key_id, payload_ct))
-            self.keys.preload([key_id for _, key_id, _ in missing])
-            for rid, key_id, payload_ct in missing:
-                payload = crypto.decrypt_json(self.keys.get(key_id), payload_ct, "source_records", rid, "payload")
-                self._features[rid] = _remember(rid, payload_ct, features_mod.from_payload(payload))
+        self._features.update(load_features(self.session, self.keys, record_ids))
 
     def _load_profiles(self, pids: set[str]) -> None:
         wanted = [p for p in pids if p not in self._cpfs]
@@ -323,7 +332,8 @@ class Resolver:
 
     def _resolve_one(self, record: SourceRecord) -> Decision:
         payload = decrypt_payload(self.keys, record)
-        f = _remember(record.id, record.payload_ct, features_mod.from_payload(payload))
+        f = (_FEATURES.get((record.id, record.payload_ct[:12]))
+             or _remember(record.id, record.payload_ct, features_mod.from_payload(payload)))
         record_cpfs = {i.blind_index for i in record.identifiers if i.strong and i.kind == "cpf"}
         edges = self.edges(record, f)
 

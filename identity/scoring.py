@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from rapidfuzz.distance import OSA, JaroWinkler, Levenshtein
 from rapidfuzz import fuzz
 
-from identity.features import Features, email_user
+from identity.features import Features
 
 
 def _jw(a: str, b: str) -> float:
@@ -110,8 +110,8 @@ def cmp_email(a: Features, b: Features):
         return None
     if a.emails & b.emails:
         return 0
-    for x in a.email_users or {email_user(e) for e in a.emails}:
-        for y in b.email_users or {email_user(e) for e in b.emails}:
+    for x in a.email_users:
+        for y in b.email_users:
             # "ana1981" and "ana1986" are different users, however alike.
             if x == y or (_jw(x, y) >= 0.93 and _digits(x) == _digits(y)):
                 if x in a.informative_users or y in b.informative_users:

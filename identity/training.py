@@ -8,58 +8,34 @@ from collections import defaultdict
 
 from sqlalchemy import func, select, update
 
-from cdp import crypto
 from cdp.models import IdentifierKind, SourceRecord
 from cdp.store import Runtime
 from identity import features as features_mod
 from identity.models import LabelledPair, MatchModel
-from identity.resolve import _FEATURES, _remember
+from identity.resolve import load_features
 from identity.scoring import Model, estimate_m, estimate_u
 
 MAX_TRAINING_PAIRS = 300_000
-
-
-def _features(session, keys, record_ids: list[str]) -> dict[str, features_mod.Features]:
-    out = {}
-    for start in range(0, len(record_ids), 500):
-        rows = session.execute(
-            select(SourceRecord.id, SourceRecord.key_id, SourceRecord.payload_ct)
-            .where(SourceRecord.id.in_(record_ids[start:start + 500]))
-        ).all()
-        missing = []
-        for rid, key_id, ct in rows:
-            cached = _FEATURES.get((rid, ct[:12]))  # the in-memory cache resolution fills
-            if cached is not None:
-                out[rid] = cached
-            else:
-                missing.append((rid, key_id, ct))
-        keys.preload([key_id for _, key_id, _ in missing])
-        for rid, key_id, ct in missing:
-            out[rid] = _remember(rid, ct, features_mod.from_payload(
-                crypto.decrypt_json(keys.get(key_id), ct, "source_records", rid, "payload")))
-        keys.forget()
-    return out
 
 
 # Training blocks, as in Splink: EM runs once per block over the pairs that
 # agree on it, with the block's own fields left out (they agree by
 # construction, so they cannot tell matches from non-matches there). Each
 # field's m comes from the sessions where it was free to vary.
-# (name, comparisons the block fixes, the values a record is blocked on)
-TRAINING_BLOCKS = [
-    ("birth_date", ("birth_date",),
-     lambda f: (f.birth_date,) if f.birth_date and len(f.birth_date) == 8 else ()),
-    ("postal_code", ("postal_code",), lambda f: (f.postal_code,) if f.postal_code else ()),
-    ("name", ("given_name", "surname"), lambda f: (f"{f.given}|{f.surname}",) if f.given and f.surname else ()),
-    ("email", ("email",), lambda f: tuple(f.emails)),
-    ("phone", ("phone",), lambda f: tuple(f.phones)),
-    ("cpf", ("cpf",), lambda f: tuple(f.cpfs)),
-]
+SINGLE_FIELD_BLOCKS = ("birth_date", "postal_code", "email", "phone", "cpf")  # and every fuzzy id
 MIN_SESSION_PAIRS = 50
 
 
-def _fuzzy_block(kind: str):
-    return (f"id:{kind}", (f"id:{kind}",), lambda f: tuple(f.fuzzy_ids.get(kind) or ()))
+def training_blocks(model: Model) -> list[tuple[str, tuple[str, ...], object]]:
+    """(name, comparisons the block fixes, the values a record is blocked on):
+    a field's block uses the values its exact level compares; names block on
+    given name and surname together."""
+    blocks = [("name", ("given_name", "surname"),
+               lambda f: (f"{f.given}|{f.surname}",) if f.given and f.surname else ())]
+    for c in model.comparisons:
+        if c.name in SINGLE_FIELD_BLOCKS or c.name.startswith("id:"):
+            blocks.append((c.name, (c.name,), c.exact_values))
+    return blocks
 
 
 def block_pairs(feats: list[features_mod.Features], values_of, max_block: int, limit: int, rng: random.Random):
@@ -95,7 +71,7 @@ def train(runtime: Runtime, sample_size: int = 100_000, seed: int = 7, progress=
         rng = random.Random(seed)
         if len(ids) > sample_size:
             ids = rng.sample(ids, sample_size)
-        feats_by_id = _features(session, keys, ids)
+        feats_by_id = load_features(session, keys, ids)
         if progress:
             progress("features", len(feats_by_id))
         feats = [feats_by_id[i] for i in ids if i in feats_by_id]
@@ -104,7 +80,7 @@ def train(runtime: Runtime, sample_size: int = 100_000, seed: int = 7, progress=
         estimate_u(model, feats, seed=seed)
         labels = session.execute(select(LabelledPair.record_a, LabelledPair.record_b, LabelledPair.is_match)).all()
         labelled_ids = list({r for a, b, _ in labels for r in (a, b)} - set(feats_by_id))
-        feats_by_id.update(_features(session, keys, labelled_ids))
+        feats_by_id.update(load_features(session, keys, labelled_ids))
         labelled = [(model.vector(feats_by_id[a], feats_by_id[b]), same) for a, b, same in labels
                     if a in feats_by_id and b in feats_by_id]
         sessions = _em_sessions(model, feats, labelled, runtime.settings.max_block, rng)
@@ -119,9 +95,8 @@ def train(runtime: Runtime, sample_size: int = 100_000, seed: int = 7, progress=
 
 def _em_sessions(model: Model, feats, labelled, max_block: int, rng: random.Random,
                  limit: int = MAX_TRAINING_PAIRS // 3) -> list[dict]:
-    blocks = TRAINING_BLOCKS + [_fuzzy_block(c.name[3:]) for c in model.comparisons if c.name.startswith("id:")]
     sessions = []
-    for name, fixed, values_of in blocks:
+    for name, fixed, values_of in training_blocks(model):
         pairs, total = block_pairs(feats, values_of, max_block, limit, rng)
         if len(pairs) < MIN_SESSION_PAIRS:
             continue
