@@ -8,13 +8,11 @@ allowed fields of one page and records the disclosure of each profile.
 """
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from activation import keyset
+from activation.errors import FieldError
 from activation.models import ApiKeyAccess, ProfileMetrics, Segment, SegmentMember
 from activation.rules import METRICS
 from cdp.disclosures import Recipient, record_disclosures
@@ -32,10 +30,8 @@ FIELDS = PERSONAL_FIELDS + METRIC_FIELDS
 MAX_LIMIT = 1000
 
 
-class AccessError(ValueError):
-    def __init__(self, field: str, message: str, status: int = 422):
-        super().__init__(f"{field}: {message}")
-        self.field, self.message, self.status = field, message, status
+class AccessError(FieldError):
+    pass
 
 
 def set_access(session: Session, key_prefix: str, purpose: str, fields: list[str]) -> ApiKeyAccess:
@@ -73,19 +69,13 @@ def gated_members(segment: Segment, purpose: str, after: str | None = None):
 
 
 def encode_cursor(segment_id: int, profile_id: str) -> str:
-    raw = json.dumps({"s": segment_id, "after": profile_id}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return keyset.encode_cursor("s", segment_id, profile_id)
 
 
 def decode_cursor(segment_id: int, cursor: str | None) -> str | None:
-    if not cursor:
-        return None
     try:
-        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if data["s"] != segment_id or not isinstance(data["after"], str):
-            raise ValueError
-        return data["after"]
-    except (ValueError, KeyError, TypeError, binascii.Error):
+        return keyset.decode_cursor("s", segment_id, cursor)
+    except ValueError:
         raise AccessError("cursor", "not a cursor of this segment") from None
 
 

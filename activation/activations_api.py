@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from flask import current_app, g
 from flask.views import MethodView
-from flask_smorest import abort
 from marshmallow import Schema, ValidationError, fields, validate
 
+from activation.errors import abort_problem
 from cdp.api import CdpBlueprint as Blueprint, require_scope
 
 blp = Blueprint("activations", __name__, url_prefix="/api/v1",
@@ -67,10 +67,6 @@ def _runtime():
     return current_app.extensions["cdp"]
 
 
-def _fail(exc):
-    abort(exc.status, message=exc.message, field=exc.field)
-
-
 @blp.route("/destinations")
 class Destinations(MethodView):
     @require_scope("activations:read")
@@ -95,7 +91,7 @@ class Destinations(MethodView):
             try:
                 dest = add_destination(session, keys, data["name"], data["type"], data["config"])
             except ActivationError as exc:
-                _fail(exc)
+                abort_problem(exc)
             return destination_dict(session, keys, dest), 201
 
 
@@ -126,7 +122,7 @@ class Activations(MethodView):
                                         data["fields"], data["holdout_pct"], data["batch_size"],
                                         data["schedule"] or None, actor=f"api_key:{g.api_key_name}")
             except ActivationError as exc:
-                _fail(exc)
+                abort_problem(exc)
             act_id = act.id
         runtime = _runtime()
         if runtime.settings.redis_url and data["schedule"]:
@@ -146,7 +142,7 @@ def _activation_id(session, activation_id: int) -> int:
     try:
         return find_activation(session, activation_id).id
     except ActivationError as exc:
-        _fail(exc)
+        abort_problem(exc)
 
 
 @blp.route("/activations/<int:activation_id>/run")
@@ -163,7 +159,7 @@ class ActivationRunNow(MethodView):
         try:
             out = submit_run(runtime, activation_id, trigger="api")
         except ActivationError as exc:
-            _fail(exc)
+            abort_problem(exc)
         return out, 202 if runtime.settings.redis_url else 200
 
 
@@ -213,5 +209,5 @@ class FailuresRetry(MethodView):
         try:
             out = retry(runtime, data.get("deliveries"), data.get("activation_id"), data["due"])
         except ActivationError as exc:
-            _fail(exc)
+            abort_problem(exc)
         return out, 202 if runtime.settings.redis_url and out["retried"] else 200

@@ -6,11 +6,8 @@ import sys
 
 import click
 
+from activation.errors import user_error
 from cdp.sources_cli import UserError, _parse_pairs, _progress, _read_config_file, _runtime
-
-
-def _user_error(exc) -> UserError:
-    return UserError(f"{exc.field}: {exc.message}")
 
 
 @click.group()
@@ -47,7 +44,7 @@ def destinations_add(name, type_name, pairs, config_file):
             dest = add_destination(session, runtime.keys(session), name, type_name, config)
             click.echo(f"destination {dest.name} ({dest.type}) added, id {dest.id}")
     except ActivationError as exc:
-        raise _user_error(exc) from None
+        raise user_error(exc) from None
 
 
 @destinations.command("list")
@@ -98,7 +95,7 @@ def activations_add(name, segment, destination, purpose, fields_, holdout_pct, b
                                     [f.strip() for f in fields_.split(",") if f.strip()], holdout_pct, batch_size,
                                     schedule, actor="cli")
     except ActivationError as exc:
-        raise _user_error(exc) from None
+        raise user_error(exc) from None
     _arm_if_queued(runtime, act.id)
     with runtime.session() as session:
         click.echo(json.dumps(activation_dict(session, session.get(type(act), act.id)), indent=2))
@@ -144,7 +141,7 @@ def activations_run(activation, here):
         with _progress(None, f"activation {activation}", unit="subject") as bar:
             out = submit_run(runtime, activation, progress=bar.update, here=True)
     except ActivationError as exc:
-        raise _user_error(exc) from None
+        raise user_error(exc) from None
     click.echo(json.dumps(out, indent=2))
     if out["status"] == "failed":
         sys.exit(1)  # some delivery is in the failure registry (`cdp activations failures`)
@@ -177,7 +174,7 @@ def activations_runs(activation, limit):
         try:
             act = find_activation(session, activation)
         except ActivationError as exc:
-            raise _user_error(exc) from None
+            raise user_error(exc) from None
         click.echo(json.dumps(list_runs(session, act.id, limit), indent=2))
 
 
@@ -193,7 +190,7 @@ def activations_failures(activation):
         try:
             act_id = find_activation(session, activation).id if activation else None
         except ActivationError as exc:
-            raise _user_error(exc) from None
+            raise user_error(exc) from None
         click.echo(json.dumps(failures(session, act_id), indent=2))
 
 
@@ -216,7 +213,7 @@ def activations_retry(delivery_ids, activation, due, here):
         with _progress(None, "retry", unit="subject") as bar:
             out = retry(runtime, list(delivery_ids) or None, act_id, due, progress=bar.update, here=here)
     except ActivationError as exc:
-        raise _user_error(exc) from None
+        raise user_error(exc) from None
     click.echo(json.dumps(out, indent=2))
     if any(isinstance(d, dict) and d["status"] == "failed" for d in out["deliveries"]):
         sys.exit(1)

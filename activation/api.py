@@ -7,6 +7,7 @@ from flask.views import MethodView
 from flask_smorest import abort
 from marshmallow import Schema, fields, validate
 
+from activation.errors import abort_problem
 from activation.rules import RulesField
 from cdp.api import CdpBlueprint as Blueprint, require_scope
 
@@ -54,11 +55,6 @@ def _segment(session, segment_id: int):
     return segment
 
 
-def _bad(exc):
-    abort(422, message=exc.message if hasattr(exc, "message") else str(exc),
-          field=getattr(exc, "field", None))
-
-
 @blp.route("/segments")
 class Segments(MethodView):
     @require_scope("segments:read")
@@ -82,7 +78,7 @@ class Segments(MethodView):
                 segment = create_segment(session, data["name"], data["rules"], data.get("description"),
                                          data["holdout_pct"], actor=f"api_key:{g.api_key_name}")
             except SegmentError as exc:
-                abort(409 if exc.field == "name" else 422, message=exc.message, field=exc.field)
+                abort_problem(exc)
             return segment_dict(session, segment), 201
 
 
@@ -120,7 +116,7 @@ class SegmentView(MethodView):
                 update_segment(session, segment, data.get("rules"), data.get("description"), data.get("holdout_pct"),
                                actor=f"api_key:{g.api_key_name}")
             except SegmentError as exc:
-                _bad(exc)
+                abort_problem(exc)
             return segment_dict(session, segment, with_history=True)
 
 
@@ -172,7 +168,7 @@ class SegmentMembers(MethodView):
                 chosen = choose_fields(access.fields, requested)
                 after = decode_cursor(segment.id, args["cursor"])
             except AccessError as exc:
-                abort(exc.status, message=exc.message, field=exc.field)
+                abort_problem(exc)
             items, cursor = deliver_page(session, runtime.keys(session), segment,
                                          Recipient("api_key", str(g.api_key_id), g.api_key_name), access.purpose,
                                          chosen, after, args["limit"])

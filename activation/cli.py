@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from activation.errors import user_error
+
 
 def _runtime():
     from cdp.cli import _runtime
@@ -94,12 +96,6 @@ def _read_rules(path: str) -> dict:
         raise UserError(f"--rules-file: cannot read JSON ({type(exc).__name__})") from None
 
 
-def _segment_error(exc):
-    from cdp.cli import UserError
-
-    return UserError(f"{exc.field}: {exc.message}")
-
-
 @segments.command("create")
 @click.argument("name")
 @click.option("--rules-file", required=True, type=click.Path(dir_okay=False), help="JSON rules.")
@@ -115,7 +111,7 @@ def segments_create(name, rules_file, description, holdout_pct):
         try:
             segment = create_segment(session, name, rules, description, holdout_pct, actor="cli")
         except SegmentError as exc:
-            raise _segment_error(exc) from None
+            raise user_error(exc) from None
         click.echo(json.dumps(segment_dict(session, segment), indent=2))
 
 
@@ -139,7 +135,7 @@ def segments_update(segment_id, rules_file, description, holdout_pct):
         try:
             update_segment(session, segment, rules, description, holdout_pct, actor="cli")
         except SegmentError as exc:
-            raise _segment_error(exc) from None
+            raise user_error(exc) from None
         click.echo(json.dumps(segment_dict(session, segment, with_history=True), indent=2))
 
 
@@ -169,7 +165,7 @@ def segments_preview(rules_file):
         try:
             click.echo(json.dumps(preview(session, rules), indent=2))
         except SegmentError as exc:
-            raise _segment_error(exc) from None
+            raise user_error(exc) from None
 
 
 @segments.command("refresh")
@@ -193,14 +189,13 @@ def segments_refresh(segment_id):
 def segments_access(key_prefix, purpose, fields_):
     """Declare an API key's purpose and allowed fields for segment members."""
     from activation.access import AccessError, set_access
-    from cdp.cli import UserError
 
     runtime = _runtime()
     with runtime.session() as session:
         try:
             access = set_access(session, key_prefix, purpose, [f.strip() for f in fields_.split(",") if f.strip()])
         except AccessError as exc:
-            raise UserError(f"{exc.field}: {exc.message}") from None
+            raise user_error(exc) from None
         click.echo(json.dumps({"key": key_prefix, "purpose": access.purpose, "fields": access.fields}))
 
 
@@ -228,5 +223,5 @@ def segments_export(segment_id, out, fmt, purpose, fields_, name):
         try:
             total = export_segment(runtime, segment_id, purpose, dest, progress=bar.update)
         except AccessError as exc:
-            raise UserError(f"{exc.field}: {exc.message}") from None
+            raise user_error(exc) from None
     click.echo(json.dumps({"exported": total, "path": out}))

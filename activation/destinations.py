@@ -4,26 +4,20 @@ a configured source's are (cdp.sources.seal_secrets; AAD destinations,name,secre
 from __future__ import annotations
 
 import json
-import re
 from typing import Mapping
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from activation.errors import FieldError
 from activation.run_models import Destination
 from cdp.connectors import ConfigInvalid, ConnectorError, DestinationConnector, split_secrets
-from cdp.sources import open_secrets, seal_secrets
+from cdp.sources import NAME_RE, open_secrets, seal_secrets
 from cdp.store import KeyStore
 
-NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
-
-class ActivationError(ValueError):
+class ActivationError(FieldError):
     """Bad input or state, naming the field; the message holds no personal data or secret."""
-
-    def __init__(self, field: str, message: str, status: int = 422):
-        super().__init__(f"{field}: {message}")
-        self.field, self.message, self.status = field, message, status
 
 
 def add_destination(session: Session, keys: KeyStore, name: str, type_name: str, config: Mapping) -> Destination:

@@ -151,10 +151,7 @@ class FileDropDestination(DestinationConnector):
         return DeliveryResult(delivered=len(rows))
 
     def remove(self, subject_refs: list[str], idempotency_key: str | None = None) -> DeliveryResult:
-        import hashlib
-
-        key = idempotency_key or (
-            "remove-" + hashlib.sha256("\x1f".join(sorted(subject_refs)).encode()).hexdigest()[:32])
+        key = idempotency_key or self.removal_key(subject_refs)
         self._write(f"{_safe_stem(key)}.remove", [{"profile_id": ref} for ref in subject_refs])
         return DeliveryResult(delivered=len(subject_refs))
 

@@ -8,6 +8,7 @@ from flask.views import MethodView
 from flask_smorest import abort
 from marshmallow import Schema, fields, validate, validates_schema, ValidationError
 
+from activation.errors import abort_problem
 from cdp.api import CdpBlueprint as Blueprint, require_scope
 
 blp = Blueprint("portfolios", __name__, url_prefix="/api/v1", description="Customer portfolios and their managers")
@@ -72,11 +73,6 @@ def _actor() -> str:
     return f"api_key:{g.api_key_name}"
 
 
-def _fail(exc):
-    body = {"message": exc.message, "field": exc.field}
-    abort(exc.status, **body)
-
-
 def _portfolio(session, portfolio_id: int):
     from activation.portfolios import PortfolioError, get_portfolio
 
@@ -107,7 +103,7 @@ class Portfolios(MethodView):
                 portfolio = create_portfolio(session, data["name"], data["manager_id"], data.get("description"),
                                              data.get("segment_id"), actor=_actor())
             except PortfolioError as exc:
-                _fail(exc)
+                abort_problem(exc)
             return portfolio_dict(session, portfolio, with_history=True), 201
 
 
@@ -132,7 +128,7 @@ class PortfolioView(MethodView):
             try:
                 update_portfolio(session, portfolio, data.get("name"), data.get("description"))
             except PortfolioError as exc:
-                _fail(exc)
+                abort_problem(exc)
             return portfolio_dict(session, portfolio, with_history=True)
 
 
@@ -149,7 +145,7 @@ class PortfolioManagerView(MethodView):
             try:
                 assign_manager(session, portfolio, data["manager_id"], actor=_actor())
             except PortfolioError as exc:
-                _fail(exc)
+                abort_problem(exc)
             return portfolio_dict(session, portfolio, with_history=True)
 
 
@@ -166,7 +162,7 @@ class PortfolioMembers(MethodView):
             try:
                 after = decode_cursor(portfolio.id, args["cursor"])
             except PortfolioError as exc:
-                _fail(exc)
+                abort_problem(exc)
             items, cursor = members_page(session, portfolio, after, args["limit"])
             return {"portfolio_id": portfolio.id, "items": items, "next_cursor": cursor}
 
@@ -181,7 +177,7 @@ class PortfolioMembers(MethodView):
             try:
                 return add_members(session, portfolio, data["profile_ids"], actor=_actor())
             except PortfolioError as exc:
-                _fail(exc)
+                abort_problem(exc)
 
 
 @blp.route("/portfolios/<int:portfolio_id>/members/remove")
@@ -197,7 +193,7 @@ class PortfolioMembersRemove(MethodView):
             try:
                 return remove_members(session, portfolio, data["profile_ids"], actor=_actor())
             except PortfolioError as exc:
-                _fail(exc)
+                abort_problem(exc)
 
 
 @blp.route("/portfolios/<int:portfolio_id>/snapshots")

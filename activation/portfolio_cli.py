@@ -5,17 +5,13 @@ import json
 
 import click
 
+from activation.errors import user_error
+
 
 def _runtime():
     from cdp.cli import _runtime
 
     return _runtime()
-
-
-def _user_error(exc):
-    from cdp.cli import UserError
-
-    return UserError(f"{exc.field}: {exc.message}")
 
 
 def _get(session, portfolio_id: int):
@@ -47,7 +43,7 @@ def portfolios_create(name, manager_id, segment_id, description):
         try:
             portfolio = create_portfolio(session, name, manager_id, description, segment_id, actor="cli")
         except PortfolioError as exc:
-            raise _user_error(exc) from None
+            raise user_error(exc) from None
         click.echo(json.dumps(portfolio_dict(session, portfolio, with_history=True), indent=2))
 
 
@@ -89,7 +85,7 @@ def portfolios_assign(portfolio_id, manager_id):
         try:
             assign_manager(session, portfolio, manager_id, actor="cli")
         except PortfolioError as exc:
-            raise _user_error(exc) from None
+            raise user_error(exc) from None
         click.echo(json.dumps({"id": portfolio.id, "managers": manager_history(session, portfolio.id)}, indent=2))
 
 
@@ -102,7 +98,7 @@ def _edit(portfolio_id: int, profile_ids: tuple[str, ...], adding: bool) -> None
         try:
             result = (add_members if adding else remove_members)(session, portfolio, list(profile_ids), actor="cli")
         except PortfolioError as exc:
-            raise _user_error(exc) from None
+            raise user_error(exc) from None
     click.echo(json.dumps(result))
 
 

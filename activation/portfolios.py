@@ -16,9 +16,6 @@ for every portfolio at once; nothing loads profiles into Python.
 """
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import logging
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -27,6 +24,8 @@ from sqlalchemy import and_, case, delete, func, insert, select, text, union_all
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from activation import keyset
+from activation.errors import FieldError
 from activation.models import ProfileMetrics, Segment, SegmentMember
 from activation.portfolio_models import Portfolio, PortfolioManager, PortfolioMember, PortfolioSnapshot
 from cdp.console.models import StaffUser
@@ -43,15 +42,8 @@ MEMBER_METRICS = ("purchase_count", "monetary_total", "average_order_value", "re
                   "f_score", "m_score", "churned", "nps_score", "nps_class", "csat_score", "complaints")
 
 
-class PortfolioError(ValueError):
+class PortfolioError(FieldError):
     """Bad input naming the field (422 / exit 2); messages hold no personal data."""
-
-    status = 422
-
-    def __init__(self, field: str, message: str):
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
 
 
 class PortfolioConflict(PortfolioError):
@@ -248,19 +240,13 @@ def remove_members(session: Session, portfolio: Portfolio, profile_ids, actor: s
 
 
 def encode_cursor(portfolio_id: int, profile_id: str) -> str:
-    raw = json.dumps({"p": portfolio_id, "after": profile_id}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return keyset.encode_cursor("p", portfolio_id, profile_id)
 
 
 def decode_cursor(portfolio_id: int, cursor: str | None) -> str | None:
-    if not cursor:
-        return None
     try:
-        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if data["p"] != portfolio_id or not isinstance(data["after"], str):
-            raise ValueError
-        return data["after"]
-    except (ValueError, KeyError, TypeError, binascii.Error):
+        return keyset.decode_cursor("p", portfolio_id, cursor)
+    except ValueError:
         raise PortfolioError("cursor", "not a cursor of this portfolio") from None
 
 

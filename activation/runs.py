@@ -397,15 +397,19 @@ def _mark_present(session: Session, keys: KeyStore, act: Activation, connector, 
 
 def _refresh_run(session: Session, run: ActivationRun) -> None:
     """Counts and status from the run's deliveries (a re-drive later updates them too)."""
+    # Called after every delivery: aggregated in SQL, so a run of N batches does not load N id lists N times.
     totals = {"add": 0, "remove": 0}
-    failed = open_ = 0
-    for d in session.scalars(select(Delivery).where(Delivery.run_id == run.id)):
-        if d.status == "done":
-            totals[d.op] += d.sent
-        elif d.status == "failed":
-            failed += len(d.profile_ids)
-        elif d.status in ("pending", "sending"):
-            open_ += 1
+    open_ = 0
+    for op, status, count, sent in session.execute(
+            select(Delivery.op, Delivery.status, func.count(), func.coalesce(func.sum(Delivery.sent), 0))
+            .where(Delivery.run_id == run.id).group_by(Delivery.op, Delivery.status)):
+        if status == "done":
+            totals[op] += sent
+        elif status in ("pending", "sending"):
+            open_ += count
+    # Failed subjects are the ids of failed batches (the failure registry: normally few rows).
+    failed = sum(len(ids) for ids in session.scalars(select(Delivery.profile_ids).where(
+        Delivery.run_id == run.id, Delivery.status == "failed")))
     run.added, run.removed = totals["add"], totals["remove"]
     run.sent, run.failed = run.added + run.removed, failed
     if run.status not in ("queued",) and run.error is None:

@@ -10,6 +10,7 @@ from sqlalchemy import except_, exists, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from activation.errors import FieldError
 from activation.models import Segment, SegmentMember, SegmentVersion
 from activation.rules import members_query, validate_rules
 from cdp.models import utcnow
@@ -20,13 +21,8 @@ log = logging.getLogger(__name__)
 SAMPLE = 10
 
 
-class SegmentError(ValueError):
+class SegmentError(FieldError):
     """Bad input, naming the field: `field` and a message without personal data."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
 
 
 def _rules_of(session: Session, segment: Segment) -> dict:
@@ -48,7 +44,7 @@ def create_segment(session: Session, name: str, rules: dict, description: str | 
     if not 0 <= holdout_pct <= 50:
         raise SegmentError("holdout_pct", "must be between 0 and 50")
     if session.scalar(select(Segment.id).where(Segment.name == name)) is not None:
-        raise SegmentError("name", "a segment with this name exists")
+        raise SegmentError("name", "a segment with this name exists", 409)
     segment = Segment(name=name, description=description, version=1, holdout_pct=holdout_pct)
     session.add(segment)
     session.flush()
@@ -56,7 +52,7 @@ def create_segment(session: Session, name: str, rules: dict, description: str | 
     try:
         session.flush()
     except IntegrityError:
-        raise SegmentError("name", "a segment with this name exists") from None
+        raise SegmentError("name", "a segment with this name exists", 409) from None
     return segment
 
 
@@ -140,7 +136,7 @@ def refresh_segment(runtime: Runtime, segment_id: int) -> dict:
     with runtime.session() as session:
         segment = session.get(Segment, segment_id)
         if segment is None:
-            raise SegmentError("segment", "not found")
+            raise SegmentError("segment", "not found", 404)
         return refresh_members(session, segment)
 
 

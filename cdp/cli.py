@@ -5,8 +5,6 @@ import csv
 import json
 import logging
 import sys
-import time
-from pathlib import Path
 
 import click
 from tqdm import tqdm

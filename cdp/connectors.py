@@ -297,8 +297,16 @@ class DestinationConnector(_Configured):
     def remove(self, subject_refs: list[str], idempotency_key: str | None = None) -> DeliveryResult:
         """Remove subjects (by the references given at delivery, `ref_field`)
         from the destination. Removing someone already gone is not an error;
-        `idempotency_key` (set by activation) is the same for a retried removal."""
+        `idempotency_key` (set by activation) is the same for a retried removal;
+        without one (a data-subject request), use `removal_key(subject_refs)`."""
         raise NotImplementedError
+
+    @staticmethod
+    def removal_key(subject_refs: list[str]) -> str:
+        """An idempotency key for removing these references: the same set, the same key."""
+        import hashlib
+
+        return "remove-" + hashlib.sha256("\x1f".join(sorted(subject_refs)).encode()).hexdigest()[:32]
 
     def on_subject_request(self, action: str, subject: Subject) -> ActionResult:
         """Act on a data-subject request in the destination; default "manual"."""

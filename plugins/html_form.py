@@ -28,6 +28,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 
 from cdp.connectors import Batch, SourceConnector, WebhookError
 from cdp.hookspecs import hookimpl
+from plugins._common import header
 
 IDENTIFIERS = ("email", "phone", "cpf", "cnpj")
 TRAITS = ("first_name", "last_name", "full_name", "birth_date", "gender", "street", "street_number", "complement",
@@ -87,7 +88,7 @@ class HtmlForm(SourceConnector):
         return self.config.get("redirect_url")
 
     def handle_webhook(self, body: bytes, headers: Mapping[str, str]) -> list[dict]:
-        content_type = (_header(headers, "Content-Type") or "").split(";")[0].strip().lower()
+        content_type = (header(headers, "Content-Type") or "").split(";")[0].strip().lower()
         if content_type != "application/x-www-form-urlencoded":
             raise WebhookError(415, "html_form: send the form as application/x-www-form-urlencoded")
         self._check_origin(headers)
@@ -104,7 +105,7 @@ class HtmlForm(SourceConnector):
         allowed = {_origin(u) for u in self.config["allowed_origins"]}
         if not allowed:
             return
-        sent = _header(headers, "Origin") or _origin(_header(headers, "Referer") or "")
+        sent = header(headers, "Origin") or _origin(header(headers, "Referer") or "")
         if sent not in allowed:
             raise WebhookError(403, "html_form: this form may only be sent from its own site")
 
@@ -150,13 +151,6 @@ class HtmlForm(SourceConnector):
 def _origin(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else ""
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    for key, value in headers.items():
-        if key.lower() == name.lower():
-            return value
-    return None
 
 
 @hookimpl

@@ -23,7 +23,6 @@ a record per order with a `purchase` event.
 """
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from datetime import datetime, timedelta, timezone
@@ -34,6 +33,7 @@ from marshmallow import RAISE, Schema, fields, validate
 
 from cdp.connectors import ActionResult, Batch, MalformedResponse, SourceConnector, Subject, WebhookError
 from cdp.hookspecs import hookimpl
+from plugins._common import header, parse_date, same_secret
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +125,7 @@ class VtexOrders(SourceConnector):
         token = self.config.get("webhook_token")
         if not token:
             raise WebhookError(404, "vtex: webhooks are not enabled for this source (set webhook_token)")
-        sent = _header(headers, "X-CDP-Webhook-Token")
-        if not sent or not hmac.compare_digest(sent.encode(), token.encode()):
+        if not same_secret(header(headers, "X-CDP-Webhook-Token"), token):
             raise WebhookError(401, "vtex: missing or wrong X-CDP-Webhook-Token header")
         try:
             note = json.loads(body)
@@ -165,8 +164,8 @@ class VtexOrders(SourceConnector):
 
     def _summary(self, summary: Any, field: str) -> tuple[str, datetime]:
         if not isinstance(summary, dict) or not isinstance(summary.get("orderId"), str):
-            raise MalformedResponse(f"vtex: malformed order list: an entry has no orderId")
-        when = _parse_date(summary.get(field))
+            raise MalformedResponse("vtex: malformed order list: an entry has no orderId")
+        when = parse_date(summary.get(field))
         if when is None:
             raise MalformedResponse(f"vtex: malformed order list: order {summary['orderId']} has no {field}")
         return summary["orderId"], when
@@ -241,8 +240,8 @@ class _Cursor:
 
     @classmethod
     def load(cls, cursor: Any, start: datetime | None) -> "_Cursor":
-        if isinstance(cursor, dict) and _parse_date(cursor.get("since")):
-            return cls(_parse_date(cursor["since"]), [str(s) for s in cursor.get("seen") or []])
+        if isinstance(cursor, dict) and parse_date(cursor.get("since")):
+            return cls(parse_date(cursor["since"]), [str(s) for s in cursor.get("seen") or []])
         return cls(start or datetime(2000, 1, 1, tzinfo=timezone.utc), [])
 
     def already_read(self, order_id: str, when: datetime) -> bool:
@@ -258,16 +257,6 @@ class _Cursor:
         return {"since": self.since.isoformat(), "seen": list(self.seen)}
 
 
-def _parse_date(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)
-    except ValueError:
-        return None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
-
-
 def _vtex_date(when: datetime) -> str:
     return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
 
@@ -280,13 +269,6 @@ def _last_page(body: Any) -> int | None:
 
 def _reais(cents: Any) -> Decimal:
     return (Decimal(str(cents or 0)) / 100).quantize(Decimal("0.01"))
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    for key, value in headers.items():
-        if key.lower() == name.lower():
-            return value
-    return None
 
 
 @hookimpl

@@ -10,7 +10,6 @@ Bodies: ``{"type": "upsert", "rows": [...]}``, ``{"type": "remove",
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import replace
 from typing import Mapping
@@ -64,8 +63,7 @@ class WebhookDestination(DestinationConnector):
         return DeliveryResult(delivered=len(rows))
 
     def remove(self, subject_refs: list[str], idempotency_key: str | None = None) -> DeliveryResult:
-        key = idempotency_key or (
-            "remove-" + hashlib.sha256("\x1f".join(sorted(subject_refs)).encode()).hexdigest()[:32])
+        key = idempotency_key or self.removal_key(subject_refs)
         self._post({"type": "remove", "refs": list(subject_refs)}, key)
         return DeliveryResult(delivered=len(subject_refs))
 

@@ -56,9 +56,10 @@ def _call(fn, *args, **kwargs):
         abort(409, message=str(exc), field=exc.field)
     except (DsrError, IncidentError) as exc:
         abort(422, message=str(exc), field=exc.field)
-    except (RequestNotFound, IncidentNotFound):
-        abort(404, message="No such request or wrong token" if fn.__module__.startswith("consent.dsr")
-              else "No such incident")
+    except RequestNotFound:
+        abort(404, message="No such request or wrong token")
+    except IncidentNotFound:
+        abort(404, message="No such incident")
 
 
 def _rate_limited(exc: RateLimited):

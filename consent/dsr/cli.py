@@ -18,12 +18,9 @@ class UserError(click.ClickException):
 
 
 def _runtime():
-    from cdp.config import Settings
-    from cdp.crypto import Keyring
-    from cdp.store import Runtime
+    from cdp.cli import _runtime as runtime  # the same settings and keyring every command uses
 
-    settings = Settings.from_env()
-    return Runtime(settings, Keyring.load(settings))
+    return runtime()
 
 
 def _dump(value) -> None:
@@ -41,9 +38,7 @@ def _service_errors(fn):
 
         try:
             return fn(*args, **kwargs)
-        except (DsrError, IncidentError) as exc:
-            raise UserError(str(exc)) from None
-        except (RequestNotFound, IncidentNotFound, LinkInvalid) as exc:
+        except (DsrError, IncidentError, RequestNotFound, IncidentNotFound, LinkInvalid) as exc:
             raise UserError(str(exc)) from None
 
     return wrapper

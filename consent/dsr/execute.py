@@ -206,16 +206,14 @@ def _note_waiting(runtime: Runtime, request_id: str) -> None:
 @step("scope")
 def _scope(ctx: StepContext) -> dict:
     """The verified profiles as they stand now (following merges) and their merge lineage."""
-    from consent.dsr.compat import lineage, survivor
+    from consent.subjects import lineage_many, survivor
 
     active: list[str] = []
     for pid in ctx.req.scope or []:
         profile = survivor(ctx.session, pid)
         if profile is not None and profile.status in ("active", "blocked") and profile.id not in active:
             active.append(profile.id)
-    members: set[str] = set()
-    for pid in active:
-        members |= lineage(ctx.session, pid)
+    members: set[str] = set().union(*lineage_many(ctx.session, active).values())
     return {"profiles": sorted(active), "lineage": sorted(members)}
 
 

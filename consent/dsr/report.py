@@ -102,15 +102,8 @@ def build_report(session: Session, keys: KeyStore, settings, req: DsrRequest, pr
                 "attributes": crypto.decrypt_json(dek_of[e.record_id], e.attributes_ct, "events", e.id, "attributes")
                 if e.attributes_ct else None,
             })
-    history = []
-    ledger_installed = True
-    for pid in profiles:
-        found = consent_history(session, keys, pid)
-        if found is None:
-            ledger_installed = False
-            break
-        history.extend(found)
-    report["consent_history"] = _jsonable(history) if ledger_installed else None
+    history = [h for pid in profiles for h in consent_history(session, keys, pid)]
+    report["consent_history"] = _jsonable(history)
     report["segments"] = [s for fn in SEGMENT_PROVIDERS for s in fn(session, keys, lineage)]
     report["retention"] = _retention(session, purposes, records)
     report["sources"] = sorted({r.source for r in records})

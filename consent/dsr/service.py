@@ -451,7 +451,7 @@ def verify_by_staff(runtime: Runtime, request_id: str, *, actor: str, profile_id
         if req.status not in (RECEIVED, VERIFIED) or (req.status == VERIFIED and req.scope_note != "ambiguous"):
             raise InvalidState("status", f"a request that is {req.status} cannot be verified")
         keys = runtime.keys(session)
-        from consent.dsr.compat import survivor
+        from consent.subjects import survivor
 
         scope = []
         for pid in dict.fromkeys(profile_ids or []):
