@@ -44,6 +44,9 @@ class Settings:
     # Golden record: how to pick a value when sources disagree.
     survivorship: tuple[str, ...] = SURVIVORSHIP_RULES
     resolve_batch_size: int = 500
+    # Matching features of recently seen records a worker keeps in memory
+    # (about 1.7 KB each): a cache miss costs a decryption and a re-parse.
+    feature_cache: int = 100_000
     # LGPD: controller and encarregado (DPO), named in every report and notice to a subject.
     controller_name: str = "(defina CDP_CONTROLLER_NAME)"
     dpo_name: str = "(defina CDP_DPO_NAME)"
@@ -93,6 +96,7 @@ class Settings:
             max_name_block=int(_number(env, "CDP_MAX_NAME_BLOCK", 30, 2, 100_000)),
             survivorship=_choice_list(env, "CDP_SURVIVORSHIP", SURVIVORSHIP_RULES),
             resolve_batch_size=int(_number(env, "CDP_RESOLVE_BATCH_SIZE", 500, 1, 100_000)),
+            feature_cache=int(_number(env, "CDP_FEATURE_CACHE", 100_000, 0, 10_000_000)),
             controller_name=env.get("CDP_CONTROLLER_NAME") or cls.controller_name,
             dpo_name=env.get("CDP_DPO_NAME") or cls.dpo_name,
             dpo_contact=env.get("CDP_DPO_CONTACT") or cls.dpo_contact,

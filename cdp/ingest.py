@@ -17,12 +17,12 @@ from decimal import Decimal
 from typing import Iterable
 
 from marshmallow import ValidationError
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from cdp import crypto
 from cdp.models import Event, Identifier, IdentifierKind, RecordVersion, Source, SourceRecord, new_id, utcnow
-from cdp.store import KeyStore, Runtime, among
+from cdp.store import KeyStore, Runtime, among, insert_rows
 from identity import normalize as norm
 from identity.features import blocking_keys, from_payload
 from schemas.record import flatten_errors, load_record
@@ -274,10 +274,8 @@ class Ingestor:
         """Insert queued rows in foreign-key order, each table in one executemany."""
         self.keys.write_pending()
         for model, name in ((SourceRecord, "source_records"), (Identifier, "identifiers"), (Event, "events")):
-            rows = self._rows[name]
-            if rows:
-                self.session.execute(insert(model), rows)
-                rows.clear()
+            insert_rows(self.session, model.__table__, self._rows[name])
+            self._rows[name].clear()
 
     def _new_version(self, record: SourceRecord, digest, payload, observed_at) -> SourceRecord:
         dek = self.keys.get(record.key_id)

@@ -47,7 +47,7 @@ def phonetic(token: str) -> str:
     return re.sub(r"(.)\1+", r"\1", s)
 
 
-@dataclass
+@dataclass(slots=True)  # slots: a worker keeps many of these in its cache
 class Features:
     given: str | None = None              # first given name, nickname-resolved
     given_all: str | None = None          # every given-name token ("maria eduarda")
@@ -102,7 +102,7 @@ def from_payload(payload: dict) -> Features:
     ids = payload.get("identifiers", [])
 
     def values(kind: str, valid: bool | None = None) -> frozenset:
-        return frozenset(i["value"] for i in ids if i["kind"] == kind and (valid is None or i["valid"] == valid))
+        return _frozen(i["value"] for i in ids if i["kind"] == kind and (valid is None or i["valid"] == valid))
 
     fuzzy: dict[str, frozenset] = {}
     for ident in ids:
@@ -112,8 +112,8 @@ def from_payload(payload: dict) -> Features:
     emails = values("email", True)
     pieces = set(given_tokens) | set(surname_tokens) | _PARTICLES
     pieces |= {t[0] for t in given_tokens + surname_tokens}
-    users = frozenset(email_user(e) for e in emails)
-    informative = frozenset(u for u in users
+    users = _frozen(email_user(e) for e in emails)
+    informative = _frozen(u for u in users
                             if not (given_tokens or surname_tokens) or not _spelled_from(re.sub(r"\d", "", u), pieces))
     return Features(
         given=given,
@@ -137,6 +137,13 @@ def from_payload(payload: dict) -> Features:
 
 
 _PARTICLES = {"da", "de", "do", "das", "dos", "e"}
+_EMPTY: frozenset = frozenset()
+
+
+def _frozen(items) -> frozenset:
+    """A frozenset, the shared empty one when there is nothing (most fields
+    of most records: a cached Features costs less memory)."""
+    return frozenset(items) or _EMPTY
 
 
 def email_user(email: str) -> str:

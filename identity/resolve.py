@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import NamedTuple
 
-from sqlalchemy import bindparam, func, or_, select, text, update
+from sqlalchemy import func, inspect, or_, select, text, update
 from sqlalchemy.orm import Session, load_only
 
 from cdp import crypto
 from cdp.models import (CannotLink, Event, Identifier, IdentifierKind, MergeEvent, Profile, Source, SourceRecord,
                         new_id, utcnow)
-from cdp.store import KeyStore, Runtime, among, keep_statistics_fresh
+from cdp.store import KeyStore, Runtime, among, keep_statistics_fresh, update_rows
 from identity import features as features_mod
 from identity import golden as golden_mod
 from identity.features import Features
@@ -110,17 +110,37 @@ def _store_golden(keys: KeyStore, profile: Profile, golden: dict, provenance: di
     profile.updated_at = utcnow()
 
 
-# Matching features of recently seen records, in memory only, bounded: a
-# record meets the same candidates again and again as its people reappear.
-_FEATURES: "OrderedDict[tuple, Features]" = OrderedDict()
-_FEATURES_MAX = 200_000
+class FeatureCache:
+    """Matching features of recently seen records, in memory only, bounded
+    (least recently stored out first): a record meets the same candidates
+    again and again as its people reappear. Keyed by record id and payload
+    nonce, which changes with every new version of the record."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._items: "OrderedDict[tuple, Features]" = OrderedDict()
+
+    def get(self, record_id: str, payload_ct: bytes) -> Features | None:
+        return self._items.get((record_id, payload_ct[:12]))
+
+    def put(self, record_id: str, payload_ct: bytes, features: Features) -> Features:
+        if self.limit:
+            self._items[(record_id, payload_ct[:12])] = features
+            while len(self._items) > self.limit:
+                self._items.popitem(last=False)
+        return features
 
 
-def _remember(record_id: str, payload_ct: bytes, features: Features) -> Features:
-    _FEATURES[(record_id, payload_ct[:12])] = features
-    if len(_FEATURES) > _FEATURES_MAX:
-        _FEATURES.popitem(last=False)
-    return features
+FEATURES = FeatureCache(100_000)  # one per process; Resolver sets its size from the settings
+
+
+def features_of(keys: KeyStore, record_id: str, key_id: str, payload_ct: bytes, payload: dict | None = None) -> Features:
+    cached = FEATURES.get(record_id, payload_ct)
+    if cached is not None:
+        return cached
+    if payload is None:
+        payload = crypto.decrypt_json(keys.get(key_id), payload_ct, "source_records", record_id, "payload")
+    return FEATURES.put(record_id, payload_ct, features_mod.from_payload(payload))
 
 
 def load_features(session: Session, keys: KeyStore, record_ids: list[str]) -> dict[str, Features]:
@@ -133,17 +153,9 @@ def load_features(session: Session, keys: KeyStore, record_ids: list[str]) -> di
             select(SourceRecord.id, SourceRecord.key_id, SourceRecord.payload_ct)
             .where(among(session, SourceRecord.id, record_ids[start:start + 500]))
         ).all()
-        missing = []
+        keys.preload([key_id for rid, key_id, payload_ct in rows if FEATURES.get(rid, payload_ct) is None])
         for rid, key_id, payload_ct in rows:
-            cached = _FEATURES.get((rid, payload_ct[:12]))  # the nonce changes with every new version
-            if cached is not None:
-                out[rid] = cached
-            else:
-                missing.append((rid, key_id, payload_ct))
-        keys.preload([key_id for _, key_id, _ in missing])
-        for rid, key_id, payload_ct in missing:
-            payload = crypto.decrypt_json(keys.get(key_id), payload_ct, "source_records", rid, "payload")
-            out[rid] = _remember(rid, payload_ct, features_mod.from_payload(payload))
+            out[rid] = features_of(keys, rid, key_id, payload_ct)
     return out
 
 
@@ -168,6 +180,61 @@ def _record_info(record: SourceRecord, trust: int) -> golden_mod.RecordInfo:
     return golden_mod.RecordInfo(record.id, record.source, trust, record.observed_at)
 
 
+# Resolved records holding each blocking key, at most `lim` (cap + 1) per key:
+# LATERAL ... LIMIT stops reading a crowded key's index entries there.
+_HOLDERS_PG = text("""
+    SELECT k.bi, h.id, h.profile_id
+    FROM unnest(CAST(:bis AS bytea[]), CAST(:lims AS integer[])) AS k(bi, lim)
+    CROSS JOIN LATERAL (
+        SELECT sr.id, sr.profile_id FROM identifiers i JOIN source_records sr ON sr.id = i.record_id
+        WHERE i.blind_index = k.bi AND (i.strong OR left(i.kind, 3) = 'bk:') AND sr.profile_id IS NOT NULL
+        LIMIT k.lim) AS h
+""")
+
+
+def holders(session: Session, caps: dict[bytes, int]) -> dict[bytes, list[tuple[str, str]]]:
+    """(record id, profile id) of the resolved records holding each key, at
+    most cap+1 per key: enough to tell a key that is too common, never the
+    whole crowd (which holders come back does not matter: a key with more
+    than cap holders is not used)."""
+    out: dict[bytes, list[tuple[str, str]]] = {}
+    bis = list(caps)
+    postgres = session.get_bind().dialect.name == "postgresql"
+    i, sr = Identifier.__table__, SourceRecord.__table__
+    for start in range(0, len(bis), 500):
+        part = bis[start:start + 500]
+        if postgres:
+            rows = session.execute(_HOLDERS_PG, {"bis": part, "lims": [caps[bi] + 1 for bi in part]})
+        else:  # SQLite has no LATERAL: rank the holders of each key instead
+            ranked = (
+                select(i.c.blind_index, sr.c.id, sr.c.profile_id,
+                       func.row_number().over(partition_by=i.c.blind_index, order_by=sr.c.id).label("n"))
+                .join(sr, sr.c.id == i.c.record_id)
+                .where(i.c.blind_index.in_(part), or_(i.c.strong.is_(True), i.c.kind.like("bk:%")),
+                       sr.c.profile_id.is_not(None))
+                .subquery()
+            )
+            rows = session.execute(select(ranked.c.blind_index, ranked.c.id, ranked.c.profile_id)
+                                   .where(ranked.c.n <= max(caps[bi] for bi in part) + 1))
+        for bi, rid, pid in rows:
+            out.setdefault(bi, []).append((rid, pid))
+    return out
+
+
+# Keys found held by more records than their cap, with that cap, per
+# database: holders only accumulate, so such a key is not looked up again by
+# this process (at a million records, birth-year keys of common names are
+# most of the crowd).
+CROWDED: dict[str, dict[bytes, int]] = {}
+
+
+def crowded_keys(database_url: str) -> dict[bytes, int]:
+    known = CROWDED.setdefault(database_url, {})
+    if len(known) >= 1_000_000:
+        known.clear()  # bounded memory; they are found again
+    return known
+
+
 class Resolver:
     """Resolves records chunk by chunk. Candidates are the records sharing a
     strong identifier or a blocking key with the incoming one (blind-index
@@ -180,6 +247,7 @@ class Resolver:
         self.keys = keys
         self.settings = settings
         self.model = model or active_model(session)
+        FEATURES.limit = settings.feature_cache
         self._trust = {s.name: s.trust for s in session.scalars(select(Source))}
         self._features: dict[str, Features] = {}
         self._reset_chunk()
@@ -197,6 +265,8 @@ class Resolver:
         self._profiles: dict[str, Profile] = {}      # includes profiles created in this chunk (not yet flushed)
         self._decided: dict[frozenset, bool] = {}    # labelled pairs: a person's word is final
         self._touched: dict[str, Rec] = {}           # records whose link changed, written in one executemany
+        self._incoming: dict[str, tuple[dict, Features]] = {}  # this chunk's records: payload, features
+        self._pair_decisions: dict[tuple, Edge | None] = {}    # (record, candidate, shared strong kinds) -> edge
         if len(self._features) > 100_000:
             self._features.clear()                   # bounded memory across chunks
 
@@ -208,36 +278,21 @@ class Resolver:
 
     # -- prefetch ----------------------------------------------------------
     def _prefetch(self, records: list) -> None:
-        bis = list({i.blind_index for r in records for i in r.identifiers if i.strong or i.kind.startswith("bk:")})
-        i, sr = Identifier.__table__, SourceRecord.__table__
-        usable = or_(i.c.strong.is_(True), i.c.kind.like("bk:%"))
-        cap = self.settings.max_block
-        kind_of = {i.blind_index: i.kind for r in records for i in r.identifiers}
-        for start in range(0, len(bis), 500):
-            # At most cap+1 holders per key come back: enough to tell a key
-            # that is too common, never the whole crowd.
-            ranked = (
-                select(i.c.blind_index, sr.c.id, sr.c.profile_id,
-                       func.row_number().over(partition_by=i.c.blind_index, order_by=sr.c.id).label("n"))
-                .join(sr, sr.c.id == i.c.record_id)
-                .where(among(self.session, i.c.blind_index, bis[start:start + 500]), usable, sr.c.profile_id.is_not(None))
-                .subquery()
-            )
-            holders: dict[bytes, list[tuple[str, str]]] = {}
-            for bi, rid, pid in self.session.execute(
-                select(ranked.c.blind_index, ranked.c.id, ranked.c.profile_id).where(ranked.c.n <= cap + 1)
-            ).all():
-                holders.setdefault(bi, []).append((rid, pid))
-            for bi, found in holders.items():
-                if len(found) > self.settings.block_cap(kind_of.get(bi, "")):
-                    self._crowded.add(bi)  # too common: its holders are not candidates (nor loaded)
-                    continue
-                self._index.setdefault(bi, []).extend(rid for rid, _ in found)
-                for rid, pid in found:
-                    self._record_profile[rid] = pid
+        caps = {i.blind_index: self.settings.block_cap(i.kind)
+                for r in records for i in r.identifiers if i.strong or i.kind.startswith("bk:")}
+        known = crowded_keys(self.settings.database_url)
+        self._crowded = {bi for bi, cap in caps.items() if cap <= known.get(bi, -1)}
+        for bi, found in holders(self.session, {bi: cap for bi, cap in caps.items() if bi not in self._crowded}).items():
+            if len(found) > caps[bi]:
+                self._crowded.add(bi)  # too common: its holders are not candidates (nor loaded)
+                known[bi] = caps[bi]
+                continue
+            self._index.setdefault(bi, []).extend(rid for rid, _ in found)
+            for rid, pid in found:
+                self._record_profile[rid] = pid
         self._load_features([rid for rid in self._record_profile if rid not in self._features])
-        pids = set(self._record_profile.values()) | {r.profile_id for r in records if r.profile_id}
-        self._load_profiles(pids)
+        if self.session.scalar(select(LabelledPair.id).limit(1)) is None:
+            return  # nobody has decided a pair yet
         ids = list(self._record_profile) + [r.id for r in records]
         lp = LabelledPair.__table__
         for start in range(0, len(ids), 500):
@@ -246,6 +301,18 @@ class Resolver:
                 select(lp.c.record_a, lp.c.record_b, lp.c.is_match).where(among(self.session, lp.c.record_a, part) | among(self.session, lp.c.record_b, part))
             ).all():
                 self._decided[frozenset((a, b))] = bool(same)
+
+    def _load_likely_profiles(self, records: list[Rec]) -> None:
+        """Load the profiles this chunk may join, in a few queries: each
+        record's own and those its stored candidates match into. The pair
+        decisions made here are kept for the records' turn; a profile only
+        reachable through a record of this same chunk loads then."""
+        wanted = {r.profile_id for r in records if r.profile_id}
+        for r in records:
+            for edge in self.edges(r, self._incoming[r.id][1]):
+                if not edge.review:
+                    wanted.add(self._record_profile[edge.other])
+        self._load_profiles(wanted)
 
     def _load_features(self, record_ids: list[str]) -> None:
         self._features.update(load_features(self.session, self.keys, record_ids))
@@ -260,7 +327,6 @@ class Resolver:
                           Profile.merged_into))))
             for profile in loaded:
                 self._profiles[profile.id] = profile
-            self.keys.preload([p.key_id for p in loaded])
             for pid in part:
                 self._cpfs[pid] = set()
             for pid, bi in self.session.execute(
@@ -292,8 +358,12 @@ class Resolver:
     def resolve_chunk(self, records: list[SourceRecord]) -> list[Decision]:
         self._reset_chunk()
         self.keys.preload([r.key_id for r in records])
+        for record in records:
+            payload = decrypt_payload(self.keys, record)
+            self._incoming[record.id] = (payload, features_of(self.keys, record.id, record.key_id, record.payload_ct, payload))
         self._prefetch(records)
         with self.session.no_autoflush:
+            self._load_likely_profiles(records)
             decisions = [self._resolve_one(r) for r in records]
         self._write_back([r.id for r in records])
         return decisions
@@ -323,17 +393,18 @@ class Resolver:
             other = self._features.get(rid)
             if other is None:
                 continue
-            edge = decide(f, other, rid, kinds, self.model, self.settings)
+            key = (record.id, rid, frozenset(kinds))
+            if key not in self._pair_decisions:
+                self._pair_decisions[key] = decide(f, other, rid, kinds, self.model, self.settings)
+            edge = self._pair_decisions[key]
             if decided is True and (edge is None or edge.review):
                 edge = Edge(rid, "review_match", 0, 1.0, {"decided_by": "person"})
             if edge is not None:
                 out.append(edge)
         return out
 
-    def _resolve_one(self, record: SourceRecord) -> Decision:
-        payload = decrypt_payload(self.keys, record)
-        f = (_FEATURES.get((record.id, record.payload_ct[:12]))
-             or _remember(record.id, record.payload_ct, features_mod.from_payload(payload)))
+    def _resolve_one(self, record: Rec) -> Decision:
+        payload, f = self._incoming[record.id]
         record_cpfs = {i.blind_index for i in record.identifiers if i.strong and i.kind == "cpf"}
         edges = self.edges(record, f)
 
@@ -345,6 +416,7 @@ class Resolver:
             pid = self._root(self._record_profile[edge.other])
             if pid not in best or (edge.rank, -edge.probability) < (best[pid].rank, -best[pid].probability):
                 best[pid] = edge
+        self._load_profiles(set(best))  # usually loaded already (_load_likely_profiles)
         matches = []
         for pid, edge in best.items():
             profile = self._profile(pid)
@@ -448,19 +520,24 @@ class Resolver:
     def _flush_records(self) -> None:
         if not self._touched:
             return
-        t = SourceRecord.__table__
-        stmt = (update(t).where(t.c.id == bindparam("rid"))
-                .values(profile_id=bindparam("pid"), link_rule=bindparam("rule"), link_details=bindparam("details"),
-                        status="resolved"))
-        self.session.execute(stmt, [{"rid": r.id, "pid": r.profile_id, "rule": r.link_rule,
-                                     "details": r.link_details} for r in self._touched.values()])
+        update_rows(self.session, SourceRecord.__table__, [
+            {"id": r.id, "profile_id": r.profile_id, "link_rule": r.link_rule, "link_details": r.link_details,
+             "status": "resolved"} for r in self._touched.values()])
         self._touched.clear()
 
     def _merge(self, target: Profile, other: Profile, edge: Edge, via_record: str, actor: str = "system") -> None:
-        self.session.flush()  # new profiles first: records point at them
-        self._flush_records()  # records attached earlier in this chunk must move too
-        moved = list(self.session.scalars(select(SourceRecord.id).where(SourceRecord.profile_id == other.id)))
-        self._move_records(moved, other, target)
+        if inspect(target).pending or inspect(other).pending:
+            self.session.flush()  # stored records may move onto it; its key must exist to be destroyed
+        # This chunk's links live in memory until write-back and win over the stored ones.
+        stored = set(self.session.scalars(select(SourceRecord.id).where(SourceRecord.profile_id == other.id)))
+        moved = ([rid for rid in stored if rid not in self._touched]
+                 + [rid for rid, rec in self._touched.items() if rec.profile_id == other.id])
+        for rid in moved:
+            if rid in self._touched:
+                self._touched[rid].profile_id = target.id
+        self._repoint([rid for rid in moved if rid in stored], target.id)
+        other.record_count = max(0, (other.record_count or 0) - len(moved))
+        target.record_count = (target.record_count or 0) + len(moved)
         other.status = "merged"
         other.merged_into = target.id
         other.golden_ct = None
@@ -506,14 +583,10 @@ class Resolver:
             if pid in self._goldens:
                 _store_golden(self.keys, profile, golden, provenance)
             else:
-                updates.append({"pid": pid, "golden": crypto.encrypt_json(self.keys.get(stored[pid][0]), golden,
-                                                                        "profiles", pid, "golden"),
-                                "prov": provenance, "now": utcnow()})
-        if updates:
-            self.session.execute(
-                update(p).where(p.c.id == bindparam("pid"))
-                .values(golden_ct=bindparam("golden"), provenance=bindparam("prov"), updated_at=bindparam("now")),
-                updates)
+                updates.append({"id": pid, "golden_ct": crypto.encrypt_json(self.keys.get(stored[pid][0]), golden,
+                                                                           "profiles", pid, "golden"),
+                                "provenance": provenance, "updated_at": utcnow()})
+        update_rows(self.session, p, updates)
         self.session.flush()
         self._flush_records()
         for pid in self._rebuild:
@@ -530,12 +603,18 @@ class Resolver:
     def _move_records(self, record_ids: list[str], source: Profile, target: Profile) -> None:
         if not record_ids:
             return
-        self.session.execute(update(SourceRecord).where(SourceRecord.id.in_(record_ids)).values(profile_id=target.id),
-                             execution_options={"synchronize_session": "fetch"})
-        self.session.execute(update(Event).where(Event.record_id.in_(record_ids)).values(profile_id=target.id),
-                             execution_options={"synchronize_session": False})
+        self._repoint(record_ids, target.id)
         source.record_count = max(0, (source.record_count or 0) - len(record_ids))
         target.record_count = (target.record_count or 0) + len(record_ids)
+
+    def _repoint(self, record_ids: list[str], profile_id: str) -> None:
+        """Stored records, and their events, now belong to this profile."""
+        for start in range(0, len(record_ids), 500):
+            part = record_ids[start:start + 500]
+            self.session.execute(update(SourceRecord).where(SourceRecord.id.in_(part)).values(profile_id=profile_id),
+                                 execution_options={"synchronize_session": "fetch"})
+            self.session.execute(update(Event).where(Event.record_id.in_(part)).values(profile_id=profile_id),
+                                 execution_options={"synchronize_session": False})
 
     def rebuild_golden(self, profile: Profile) -> None:
         self.rebuild_goldens([profile])

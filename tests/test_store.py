@@ -42,3 +42,40 @@ def test_statistics_refresh_is_a_no_op_on_sqlite(runtime):
     from cdp import store
 
     assert store.keep_statistics_fresh(runtime, 1_000_000) is False
+
+
+def test_insert_rows_and_update_rows_round_trip_on_both_backends(any_runtime):
+    """Bulk helpers (COPY / unnest on PostgreSQL) convert values as the ORM does:
+    bytes, booleans, JSON, aware datetimes and NULLs come back unchanged."""
+    from datetime import datetime, timezone
+
+    from cdp.models import Identifier, SourceRecord, new_id
+    from cdp.store import insert_rows, update_rows
+
+    at = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
+    with any_runtime.session() as session:
+        ensure_source(session, "loja")
+        keys = any_runtime.keys(session)
+        key_id, _ = keys.create(bulk=True)
+        keys.write_pending()
+        ids = [new_id() for _ in range(3)]
+        insert_rows(session, SourceRecord.__table__, [dict(
+            id=rid, source="loja", external_key=bytes([n]) * 32, external_id_ct=b"\x00ct", key_id=key_id,
+            profile_id=None, version=1, content_hash=b"h" * 32, payload_ct=b"\x01\x02", status="pending",
+            link_rule=None, link_details=None, observed_at=at, received_at=at, updated_at=at) for n, rid in enumerate(ids)])
+        insert_rows(session, Identifier.__table__, [
+            {"record_id": ids[0], "kind": "email", "blind_index": b"\x00\xffbi", "strong": True},
+            {"record_id": ids[1], "kind": "bk:nm", "blind_index": b"\x10", "strong": False}])
+    with any_runtime.session() as session:
+        update_rows(session, SourceRecord.__table__, [
+            {"id": ids[0], "link_rule": "same_cpf", "link_details": {"matched_record": ids[1], "p": 0.5}, "status": "resolved"},
+            {"id": ids[1], "link_rule": None, "link_details": None, "status": "resolved"}])
+    with any_runtime.session() as session:
+        rows = {r.id: r for r in session.scalars(select(SourceRecord).where(SourceRecord.id.in_(ids)))}
+        assert rows[ids[0]].link_rule == "same_cpf"
+        assert rows[ids[0]].link_details == {"matched_record": ids[1], "p": 0.5}
+        assert rows[ids[0]].status == rows[ids[1]].status == "resolved"
+        assert rows[ids[1]].link_details is None and rows[ids[2]].status == "pending"
+        assert rows[ids[2]].observed_at == at and rows[ids[2]].payload_ct == b"\x01\x02"
+        idents = sorted(session.execute(select(Identifier.kind, Identifier.blind_index, Identifier.strong)).all())
+        assert idents == [("bk:nm", b"\x10", False), ("email", b"\x00\xffbi", True)]
