@@ -5,6 +5,7 @@ machine's cores). The data arrive in equal rounds, so the figures show
 whether speed or the worker's memory change as profiles accumulate.
 
     .venv/bin/python bench/throughput.py [--people 20000] [--rounds 4] [--pg URL] [--redis URL]
+    .venv/bin/python bench/throughput.py --workers 2        # two `cdp worker` processes
     .venv/bin/python bench/throughput.py --in-process      # one process, no Redis (the embedded default)
 
 Records come from the `cdp demo` generator (Brazilian people in five
@@ -36,6 +37,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--pg", default=os.environ.get("CDP_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test"))
     parser.add_argument("--redis", default=os.environ.get("CDP_TEST_REDIS_URL", "redis://127.0.0.1:6379/14"))
+    parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--in-process", action="store_true", help="no Redis: resolve in the ingesting process")
     args = parser.parse_args()
 
@@ -50,7 +52,7 @@ def main() -> None:
     with psycopg.connect(args.pg, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = args.pg.rsplit("/", 1)[0] + "/" + name
-    worker = None
+    workers: list = []
     try:
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
@@ -63,31 +65,35 @@ def main() -> None:
                 Redis.from_url(redis_url).flushdb()
                 env = {**os.environ, "CDP_INSTANCE_PATH": str(instance), "DATABASE_URL": url, "REDIS_URL": redis_url,
                        "CDP_QUEUE": queue}
-                worker = subprocess.Popen([str(Path(sys.executable).parent / "cdp"), "worker", "--no-fork"], env=env, cwd=ROOT,
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                workers = [subprocess.Popen([str(Path(sys.executable).parent / "cdp"), "worker", "--no-fork"], env=env,
+                                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                           for _ in range(args.workers)]
             rows = _read_all(ds.files)
             per_round = -(-len(rows) // args.rounds)
             print(f"{len(rows)} records from {args.people} people, {args.rounds} rounds, "
-                  f"{'in-process' if args.in_process else 'ingest process + 1 rq worker'}, PostgreSQL")
+                  f"{'in-process' if args.in_process else f'ingest process + {args.workers} rq worker(s)'}, PostgreSQL")
             total_t = 0.0
             for r in range(args.rounds):
                 part = rows[r * per_round:(r + 1) * per_round]
                 t0 = time.perf_counter()
+                cpu0 = _cpu_seconds([w.pid for w in workers])
                 for source, records in _by_source(part).items():
                     ingest_connector(runtime, _Listed(source, records), quiet=True, bar=_NoBar())
                 while _pending(runtime):
                     time.sleep(0.05)
                 dt = time.perf_counter() - t0
+                cpu = {k: round(v - cpu0[k], 1) for k, v in _cpu_seconds([w.pid for w in workers]).items()}
                 total_t += dt
                 print(json.dumps({"round": r + 1, "records": len(part), "seconds": round(dt, 1),
                                   "records_per_s": round(len(part) / dt), "stored_before": r * per_round,
                                   "ingest_peak_mb": _peak_mb(os.getpid()),
-                                  "worker_peak_mb": _peak_mb(worker.pid) if worker else None}), flush=True)
+                                  "worker_peak_mb": max((_peak_mb(w.pid) for w in workers), default=None),
+                                  "cpu_seconds": cpu}), flush=True)
             print(f"overall: {round(len(rows) / total_t)} records/s")
     finally:
-        if worker:
-            worker.terminate()
-            worker.wait(30)
+        for w in workers:
+            w.terminate()
+            w.wait(30)
         with psycopg.connect(args.pg, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -99,6 +105,30 @@ def _pending(runtime) -> bool:
 
     with runtime.session() as session:
         return session.scalar(select(SourceRecord.id).where(SourceRecord.status == "pending").limit(1)) is not None
+
+
+def _cpu_seconds(worker_pids: list[int]) -> dict:
+    """CPU time used so far by this process, the workers and the PostgreSQL
+    server processes (Linux /proc): where a round's time went."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def used(pid) -> float:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+
+    postgres = sum(used(p.name) for p in Path("/proc").iterdir()
+                   if p.name.isdigit() and _comm(p) == "postgres")
+    return {"ingest": used(os.getpid()), "workers": sum(used(pid) for pid in worker_pids), "postgres": postgres}
+
+
+def _comm(proc: Path) -> str:
+    try:
+        return (proc / "comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def _peak_mb(pid: int) -> int:
