@@ -304,24 +304,7 @@ class Ingestor:
         return record
 
     def _derived_rows(self, record_id: str, profile_id: str | None, dek: bytes, payload: dict) -> None:
-        seen = set()
-        identifiers = self._rows["identifiers"]
-        for ident in payload["identifiers"]:
-            kind = ident["kind"] if ident["valid"] else f"{ident['kind']}_unverified"
-            bi = self.keyring.blind_index(kind, ident["value"])
-            if (kind, bi) in seen:
-                continue
-            seen.add((kind, bi))
-            strong = ident["valid"] and ident["match"] == "exact"
-            identifiers.append({"record_id": record_id, "kind": kind, "blind_index": bi, "strong": strong})
-        # Blocking keys (name sounds, birth date, CEP, ...) find probabilistic
-        # candidates; stored, like identifiers, only as blind indexes.
-        for name, value in blocking_keys(from_payload(payload)):
-            kind = f"bk:{name}"
-            bi = self.keyring.blind_index(kind, value)
-            if (kind, bi) not in seen:
-                seen.add((kind, bi))
-                identifiers.append({"record_id": record_id, "kind": kind, "blind_index": bi, "strong": False})
+        self._rows["identifiers"].extend(identifier_rows(self.keyring, record_id, payload))
         for ev in payload["events"]:
             event_id = new_id()
             self._rows["events"].append(dict(
@@ -343,6 +326,26 @@ class _Written:
 
     id: str
     content_hash: bytes
+
+
+def identifier_rows(keyring: crypto.Keyring, record_id: str, payload: dict) -> list[dict]:
+    """The `identifiers` rows of a normalized record: its identifiers and its
+    blocking keys (name sounds, birth date, CEP, ...), which find
+    probabilistic candidates — both only as blind indexes."""
+    rows, seen = [], set()
+
+    def add(kind: str, value: str, strong: bool) -> None:
+        bi = keyring.blind_index(kind, value)
+        if (kind, bi) not in seen:
+            seen.add((kind, bi))
+            rows.append({"record_id": record_id, "kind": kind, "blind_index": bi, "strong": strong})
+
+    for ident in payload["identifiers"]:
+        kind = ident["kind"] if ident["valid"] else f"{ident['kind']}_unverified"
+        add(kind, ident["value"], ident["valid"] and ident["match"] == "exact")
+    for name, value in blocking_keys(from_payload(payload)):
+        add(f"bk:{name}", value, False)
+    return rows
 
 
 def ensure_source(session: Session, name: str, plugin: str = "api", trust: int | None = None) -> Source:

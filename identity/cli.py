@@ -70,6 +70,19 @@ def rebuild():
     click.echo(json.dumps(stats, indent=2))
 
 
+@identity.command()
+def rekey():
+    """Recompute every record's blind indexes and blocking keys from its
+    payload (after an upgrade that changes them); `rebuild` does this first."""
+    from identity.rebuild import ordered_ids, refresh_keys
+
+    runtime = _runtime()
+    ids = ordered_ids(runtime)
+    with tqdm(total=len(ids), desc="keys", unit="rec", file=sys.stderr) as bar:
+        done = refresh_keys(runtime, ids, progress=bar.update)
+    click.echo(f"refreshed the keys of {done} record(s)")
+
+
 @identity.group()
 def review():
     """The review queue: pairs the model could not decide."""

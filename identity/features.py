@@ -180,7 +180,13 @@ def blocking_keys(f: Features) -> list[tuple[str, str]]:
         # Order-free, so swapped given name and surname still meet.
         keys.append(("nm", "|".join(sorted((pg, ps)))))
     if f.birth_date and len(f.birth_date) == 8:
-        keys.append(("dob", f.birth_date))
+        # The full date with one name's initial, for each name (one kind, so
+        # swapped given name and surname still meet): a bare date is shared
+        # by dozens of people in a large base; with an initial it still meets
+        # a record whose other name (or both phonetic keys) changed.
+        initials = {name[0] for name in (f.given, f.surname) if name}
+        for initial in sorted(initials) or [""]:
+            keys.append(("di", f"{f.birth_date}|{initial}"))
         if ps:
             keys.append(("sy", f"{ps}|{f.birth_date[:4]}"))
         if pg:

@@ -287,9 +287,44 @@ def apply_clusters(runtime: Runtime, order: list[str], roots: dict[int, int], li
     return stats
 
 
+def refresh_keys(runtime: Runtime, record_ids: list[str], progress=None) -> int:
+    """Recompute the identifier and blocking-key rows of stored records from
+    their payloads (a release that changes normalization or blocking keys;
+    the first step of a rebuild), a slice per transaction. Records whose
+    data key was destroyed (erased) are left as they are. Returns records done."""
+    from cdp import crypto
+    from cdp.ingest import identifier_rows
+    from cdp.store import insert_rows
+
+    done = 0
+    for start in range(0, len(record_ids), SLICE):
+        part = record_ids[start:start + SLICE]
+        with runtime.session() as session:
+            keys = runtime.keys(session)
+            rows = session.execute(select(SourceRecord.id, SourceRecord.key_id, SourceRecord.payload_ct)
+                                   .where(SourceRecord.id.in_(part))).all()
+            keys.preload([r.key_id for r in rows])
+            fresh, refreshed = [], []
+            for rid, key_id, payload_ct in rows:
+                try:
+                    payload = crypto.decrypt_json(keys.get(key_id), payload_ct, "source_records", rid, "payload")
+                except crypto.DecryptionError:
+                    continue
+                fresh.extend(identifier_rows(runtime.keyring, rid, payload))
+                refreshed.append(rid)
+            session.execute(delete(Identifier).where(Identifier.record_id.in_(refreshed)))
+            insert_rows(session, Identifier.__table__, fresh)
+            done += len(refreshed)
+        if progress:
+            progress(len(part))
+    return done
+
+
 def rebuild(runtime: Runtime, progress=None, wait_timeout: float = 24 * 3600) -> dict:
     run = str(uuid.uuid4())
     order = ordered_ids(runtime)
+    # Keys first: the clusters must come from what this release would index.
+    refresh_keys(runtime, order, progress=(lambda n: progress("keys", n)) if progress else None)
     slices = [order[i:i + SLICE] for i in range(0, len(order), SLICE)]
     started = time.perf_counter()
     if runtime.settings.redis_url:

@@ -82,6 +82,19 @@ def test_ingest_jsonl_and_links(instance, tmp_path):
     assert len({r["profile_id"] for r in rows}) == 1
 
 
+def test_identity_rekey_refreshes_every_record_and_keeps_links(instance, tmp_path):
+    data = write_jsonl(tmp_path / "r.jsonl", [
+        {"source": "erp", "external_id": "E1", "identifiers": {"cpf": CPF_A}, "traits": {"full_name": "Ana Souza"}},
+        {"source": "loja", "external_id": "L1", "identifiers": {"cpf": CPF_A}, "traits": {"birth_date": "17/05/1990"}},
+    ])
+    run_cdp(instance, "ingest", "jsonl", str(data))
+    before = run_cdp(instance, "links").stdout
+    proc = run_cdp(instance, "identity", "rekey")
+    assert proc.stdout.strip() == "refreshed the keys of 2 record(s)"
+    assert "keys" in proc.stderr  # progress bar
+    assert run_cdp(instance, "links").stdout == before
+
+
 def test_ingest_reports_rejected_rows_by_position(instance, tmp_path):
     data = write_jsonl(tmp_path / "r.jsonl", [{"source": "erp", "external_id": "E1", "identifiers": {"email": "a@b.com"}}])
     with open(data, "a") as fh:

@@ -46,9 +46,13 @@ def test_cpf_with_wrong_check_digit_meets_its_owner():
 
 
 def test_birth_date_and_cep_keys():
-    keys = dict(blocking_keys(from_payload(payload(first_name="Ana", last_name="Lima", birth_date="1990-05-17",
-                                                    postal_code="01310100", street_number="100"))))
-    assert keys["dob"] == "19900517"
+    pairs = blocking_keys(from_payload(payload(first_name="Ana", last_name="Lima", birth_date="1990-05-17",
+                                               postal_code="01310100", street_number="100")))
+    keys = dict(pairs)
+    # The date with each name's initial, one kind: swapped names still meet.
+    assert sorted(v for k, v in pairs if k == "di") == ["19900517|a", "19900517|l"]
+    swapped = blocking_keys(from_payload(payload(first_name="Lima", last_name="Ana", birth_date="1990-05-17")))
+    assert sorted(v for k, v in swapped if k == "di") == ["19900517|a", "19900517|l"]
     assert keys["ad"] == "01310100|100"
     assert keys["sy"].endswith("|1990")
 

@@ -258,3 +258,30 @@ def test_febrl4_linking_keeps_precision(tmp_path):
     result = febrl.run_cdp("febrl4")
     assert result["records"] == 10000
     assert result["precision"] >= 0.999 and result["recall"] >= 0.999
+
+
+def test_rekey_recomputes_identifiers_and_blocking_keys_from_payloads(any_runtime):
+    """After an upgrade that changes blocking keys, stored records get this
+    release's keys back from their encrypted payloads (and a record whose
+    data key was destroyed is left alone)."""
+    from cdp.models import Identifier
+    from identity.rebuild import ordered_ids, refresh_keys
+
+    ingest_batch(any_runtime, "erp", [person("e1", full_name="Ana Lima", birth_date="17/05/1990", cpf=CPF_A,
+                                             postal_code="01310-100", street_number="10"),
+                                      person("e2", full_name="Bruno Sousa", email="bruno@example.com")])
+
+    def rows(session):
+        return sorted(session.execute(select(Identifier.record_id, Identifier.kind, Identifier.blind_index,
+                                             Identifier.strong)).all())
+
+    with any_runtime.session() as session:
+        expected = rows(session)
+        assert any(kind == "bk:di" for _, kind, _, _ in expected)
+        # An older release's keys: the date key gone, a key kind this release no longer makes.
+        session.execute(Identifier.__table__.delete().where(Identifier.kind == "bk:di"))
+        rid = expected[0][0]
+        session.add(Identifier(record_id=rid, kind="bk:dob", blind_index=b"old", strong=False))
+    assert refresh_keys(any_runtime, ordered_ids(any_runtime)) == 2
+    with any_runtime.session() as session:
+        assert rows(session) == expected
