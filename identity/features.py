@@ -187,10 +187,15 @@ def blocking_keys(f: Features) -> list[tuple[str, str]]:
         initials = {name[0] for name in (f.given, f.surname) if name}
         for initial in sorted(initials) or [""]:
             keys.append(("di", f"{f.birth_date}|{initial}"))
+        # One name's sound + birth year + the other name's initial (one kind,
+        # order-free like the date key): meets a typo in the other name or in
+        # the day and month. Without the initial, "Silva born in 1985" holds
+        # a hundred people in a million records.
+        year = f.birth_date[:4]
         if ps:
-            keys.append(("sy", f"{ps}|{f.birth_date[:4]}"))
+            keys.append(("ny", f"{ps}|{year}|{(f.given or '')[:1]}"))
         if pg:
-            keys.append(("gy", f"{pg}|{f.birth_date[:4]}"))
+            keys.append(("ny", f"{pg}|{year}|{(f.surname or '')[:1]}"))
     if f.postal_code and (f.given or f.surname):
         keys.append(("pc", f"{f.postal_code}|{(f.given or '?')[0]}{(f.surname or '?')[0]}"))
     if f.street_number and f.postal_code:
