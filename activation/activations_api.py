@@ -63,6 +63,14 @@ class RetryIn(Schema):
     due = fields.Boolean(load_default=False)
 
 
+class DiscardIn(Schema):
+    class Meta:
+        unknown = "raise"
+
+    deliveries = fields.List(fields.Integer(validate=validate.Range(1, 2**31 - 1)), required=True,
+                             validate=validate.Length(1, 1000))
+
+
 def _runtime():
     return current_app.extensions["cdp"]
 
@@ -163,6 +171,31 @@ class ActivationRunNow(MethodView):
         return out, 202 if runtime.settings.redis_url else 200
 
 
+@blp.route("/activations/<int:activation_id>/pause")
+class ActivationPause(MethodView):
+    @require_scope("activations:write")
+    def post(self, activation_id):
+        """Pause: runs add no one until resumed, but still send removals (revocations, segment exits)."""
+        return _set_active(activation_id, False)
+
+
+@blp.route("/activations/<int:activation_id>/resume")
+class ActivationResume(MethodView):
+    @require_scope("activations:write")
+    def post(self, activation_id):
+        """Resume: the next run adds who is missing."""
+        return _set_active(activation_id, True)
+
+
+def _set_active(activation_id: int, active: bool):
+    from activation.runs import set_active
+
+    runtime = _runtime()
+    with runtime.session() as session:
+        _activation_id(session, activation_id)  # 404 as problem+json
+    return set_active(runtime, activation_id, active, actor=f"api_key:{g.api_key_name}")
+
+
 class RunsArgs(Schema):
     limit = fields.Integer(load_default=50, validate=validate.Range(1, 500))
 
@@ -211,3 +244,19 @@ class FailuresRetry(MethodView):
         except ActivationError as exc:
             abort_problem(exc)
         return out, 202 if runtime.settings.redis_url and out["retried"] else 200
+
+
+@blp.route("/activations/failures/discard")
+class FailuresDiscard(MethodView):
+    @require_scope("activations:write")
+    @blp.arguments(DiscardIn)
+    def post(self, data):
+        """Take deliveries out of the failure registry without sending them; the next run plans their
+        subjects again from the current segment and consent (their runs show status "partial")."""
+        from activation.destinations import ActivationError
+        from activation.runs import discard
+
+        try:
+            return discard(_runtime(), data["deliveries"], actor=f"api_key:{g.api_key_name}")
+        except ActivationError as exc:
+            abort_problem(exc)

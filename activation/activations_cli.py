@@ -147,6 +147,31 @@ def activations_run(activation, here):
         sys.exit(1)  # some delivery is in the failure registry (`cdp activations failures`)
 
 
+@activations.command("pause")
+@click.argument("activation")
+def activations_pause(activation):
+    """Stop adding subjects (runs still send removals: revocations and segment exits)."""
+    _set_active(activation, False)
+
+
+@activations.command("resume")
+@click.argument("activation")
+def activations_resume(activation):
+    """Add subjects again from the next run."""
+    _set_active(activation, True)
+
+
+def _set_active(activation: str, active: bool) -> None:
+    from activation.destinations import ActivationError
+    from activation.runs import set_active
+
+    try:
+        out = set_active(_runtime(), activation, active)
+    except ActivationError as exc:
+        raise user_error(exc) from None
+    click.echo(json.dumps(out, indent=2))
+
+
 @activations.command("run-due")
 def activations_run_due():
     """Run every scheduled activation that is due (for the system cron when REDIS_URL is not set)."""
@@ -192,6 +217,20 @@ def activations_failures(activation):
         except ActivationError as exc:
             raise user_error(exc) from None
         click.echo(json.dumps(failures(session, act_id), indent=2))
+
+
+@activations.command("discard")
+@click.argument("delivery_ids", nargs=-1, required=True, type=click.IntRange(1, 2**31 - 1))
+def activations_discard(delivery_ids):
+    """Take failed deliveries out of the registry unsent; the next run plans their subjects again."""
+    from activation.destinations import ActivationError
+    from activation.runs import discard
+
+    try:
+        out = discard(_runtime(), list(delivery_ids))
+    except ActivationError as exc:
+        raise user_error(exc) from None
+    click.echo(json.dumps(out, indent=2))
 
 
 @activations.command("retry")

@@ -57,7 +57,7 @@ class ActivationRun(Base):
     activation_id: Mapped[int] = mapped_column(ForeignKey("activations.id"), index=True)
     trigger: Mapped[str] = mapped_column(String(16), default="cli")  # cli | api | queue | schedule
     job_id: Mapped[str | None] = mapped_column(String(64))
-    # queued | running | ok | failed (some delivery is in the failure registry)
+    # queued | running | ok | failed (some delivery is in the failure registry) | partial (some were discarded)
     status: Mapped[str] = mapped_column(String(16), default="queued")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -138,6 +138,18 @@ def activation_dict(session: Session, act: Activation) -> dict:
             "last_run_at": act.last_run_at.isoformat() if act.last_run_at else None, "in_destination": present}
 
 
+def set_active(runtime: Runtime, activation, active: bool, actor: str = "cli") -> dict:
+    """Pause an activation (no subject is added any more) or resume it.
+    Paused runs — manual or scheduled — still send removals, so a pause never
+    keeps a subject in a destination after they revoke consent or leave the
+    segment. Idempotent."""
+    with runtime.session() as session:
+        act = find_activation(session, activation)
+        act.active = active
+        log.info("activation=%s %s by=%s", act.id, "resumed" if active else "paused", actor)
+        return activation_dict(session, act)
+
+
 def in_holdout(activation: Activation, profile_id: str) -> bool:
     """The activation's own control group: stable per (activation, subject),
     independent of the segment's holdout and of other activations'."""
@@ -156,8 +168,6 @@ def submit_run(runtime: Runtime, activation: str | int, trigger: str = "cli",
     whose only argument is the run id. Returns the run (or its id and job id)."""
     with runtime.session() as session:
         act = find_activation(session, activation)
-        if not act.active:
-            raise ActivationError("activation", "this activation is paused", 409)
         run = ActivationRun(activation_id=act.id, trigger=trigger, status="queued")
         session.add(run)
         session.flush()
@@ -233,7 +243,8 @@ def plan_run(runtime: Runtime, run_id: int) -> list[int]:
                                                                       Delivery.status.in_(OPEN))):
             in_flight.update(ids)
         wanted_set = set(wanted)
-        adds = [pid for pid in wanted if pid not in present and pid not in in_flight]
+        # Paused: removals only (a revocation or an exit must still reach the destination).
+        adds = [pid for pid in wanted if pid not in present and pid not in in_flight] if act.active else []
         removes = sorted(pid for pid in present - wanted_set if pid not in in_flight)
 
         ordinal, created = 0, []
@@ -400,6 +411,7 @@ def _refresh_run(session: Session, run: ActivationRun) -> None:
     # Called after every delivery: aggregated in SQL, so a run of N batches does not load N id lists N times.
     totals = {"add": 0, "remove": 0}
     open_ = 0
+    discarded = 0
     for op, status, count, sent in session.execute(
             select(Delivery.op, Delivery.status, func.count(), func.coalesce(func.sum(Delivery.sent), 0))
             .where(Delivery.run_id == run.id).group_by(Delivery.op, Delivery.status)):
@@ -407,13 +419,15 @@ def _refresh_run(session: Session, run: ActivationRun) -> None:
             totals[op] += sent
         elif status in ("pending", "sending"):
             open_ += count
+        elif status == "discarded":
+            discarded += count
     # Failed subjects are the ids of failed batches (the failure registry: normally few rows).
     failed = sum(len(ids) for ids in session.scalars(select(Delivery.profile_ids).where(
         Delivery.run_id == run.id, Delivery.status == "failed")))
     run.added, run.removed = totals["add"], totals["remove"]
     run.sent, run.failed = run.added + run.removed, failed
     if run.status not in ("queued",) and run.error is None:
-        run.status = "failed" if failed else ("running" if open_ else "ok")
+        run.status = "failed" if failed else "running" if open_ else "partial" if discarded else "ok"
 
 
 def run_dict(run: ActivationRun) -> dict:
@@ -434,13 +448,13 @@ def list_runs(session: Session, activation_id: int, limit: int = 50) -> list[dic
 
 
 def due_activations(runtime: Runtime, now=None) -> list[int]:
-    """Scheduled, active activations whose next run (after their last one) is due."""
+    """Scheduled activations whose next run (after their last one) is due (paused ones too: their runs
+    send removals only)."""
     from cdp.sources import next_run_at
 
     now = now or utcnow()
     with runtime.session() as session:
-        rows = session.scalars(select(Activation).where(Activation.schedule.is_not(None),
-                                                        Activation.active.is_(True)).order_by(Activation.id)).all()
+        rows = session.scalars(select(Activation).where(Activation.schedule.is_not(None)).order_by(Activation.id)).all()
         return [a.id for a in rows if a.schedule and (a.last_run_at is None or
                                                       next_run_at(a.schedule, a.last_run_at) <= now)]
 
@@ -453,7 +467,7 @@ def arm(runtime: Runtime, activation_id: int, after=None, queue=None) -> str | N
 
     with runtime.session() as session:
         act = session.get(Activation, activation_id)
-        if not act.schedule or not act.active:
+        if not act.schedule:
             return None
         when = next_run_at(act.schedule, after or utcnow())
         job = (queue or jobs.queue(runtime)).enqueue_at(
@@ -515,26 +529,15 @@ def retry(runtime: Runtime, delivery_ids: Iterable[int] | None = None, activatio
     original idempotency keys. In-process, or one rq job (ids only)."""
     now = utcnow()
     with runtime.session() as session:
-        query = select(Delivery.id, Delivery.status).order_by(Delivery.id)
         if delivery_ids is not None:
-            wanted = [int(i) for i in delivery_ids]
-            rows = session.execute(query.where(Delivery.id.in_(wanted))).all()
-            missing = sorted(set(wanted) - {r.id for r in rows})
-            if missing:
-                raise ActivationError("delivery", f"no such delivery: {', '.join(map(str, missing))}", 404)
-            in_registry = set(session.scalars(select(Delivery.id).where(Delivery.id.in_(wanted), _in_registry(now))))
-            not_failed = [r.id for r in rows if r.id not in in_registry]
-            if not_failed:
-                raise ActivationError("delivery", f"not in the failure registry: {', '.join(map(str, not_failed))}",
-                                      409)
+            ids = _registered(session, delivery_ids, now)
         else:
-            query = query.where(_in_registry(now))
+            query = select(Delivery.id).where(_in_registry(now)).order_by(Delivery.id)
             if activation_id is not None:
                 query = query.where(Delivery.activation_id == activation_id)
             if due_only:
                 query = query.where(Delivery.next_retry_at <= now)
-            rows = session.execute(query).all()
-        ids = [r.id for r in rows]
+            ids = list(session.scalars(query))
     if not ids:
         return {"retried": 0, "deliveries": []}
     if runtime.settings.redis_url and not here:
@@ -549,6 +552,38 @@ def retry(runtime: Runtime, delivery_ids: Iterable[int] | None = None, activatio
             progress(n)
     with runtime.session() as session:
         return {"retried": len(ids), "deliveries": [delivery_dict(session.get(Delivery, i)) for i in ids]}
+
+
+def _registered(session: Session, delivery_ids: Iterable, now) -> list[int]:
+    """These deliveries, all of which must exist and be in the failure registry."""
+    wanted = sorted({int(i) for i in delivery_ids})
+    found = set(session.scalars(select(Delivery.id).where(Delivery.id.in_(wanted))))
+    missing = [i for i in wanted if i not in found]
+    if missing:
+        raise ActivationError("delivery", f"no such delivery: {', '.join(map(str, missing))}", 404)
+    in_registry = set(session.scalars(select(Delivery.id).where(Delivery.id.in_(wanted), _in_registry(now))))
+    not_failed = [i for i in wanted if i not in in_registry]
+    if not_failed:
+        raise ActivationError("delivery", f"not in the failure registry: {', '.join(map(str, not_failed))}", 409)
+    return wanted
+
+
+def discard(runtime: Runtime, delivery_ids: Iterable[int], actor: str = "cli") -> dict:
+    """Take deliveries out of the failure registry without sending them (one
+    the destination will never accept as planned). Their subjects are no
+    longer in flight, so the next run plans them again from the current state
+    of the segment and of consent; their runs show status "partial"."""
+    with runtime.session() as session:
+        ids = _registered(session, delivery_ids, utcnow())
+        deliveries = session.scalars(select(Delivery).where(Delivery.id.in_(ids)).order_by(Delivery.id)).all()
+        for d in deliveries:
+            d.status = "discarded"
+            d.next_retry_at = None
+        session.flush()
+        for run_id in sorted({d.run_id for d in deliveries}):
+            _refresh_run(session, session.get(ActivationRun, run_id))
+        log.info("discarded deliveries=%s by=%s", ids, actor)
+        return {"discarded": len(ids), "deliveries": [delivery_dict(d) for d in deliveries]}
 
 
 def retry_job(delivery_ids: list[int]) -> dict:

@@ -78,9 +78,25 @@ def test_destinations_activations_runs_failures_and_retry(runtime, client, api_k
         again = client.post("/api/v1/activations/failures/retry", json={"deliveries": [failure["id"]]},
                             headers=_auth(writer))
         assert again.status_code == 409  # no longer in the registry
+        gone = client.post("/api/v1/activations/failures/discard", json={"deliveries": [failure["id"]]},
+                           headers=_auth(writer))
+        assert gone.status_code == 409 and gone.json["field"] == "delivery"
+        empty = client.post("/api/v1/activations/failures/discard", json={"deliveries": []}, headers=_auth(writer))
+        assert empty.status_code == 422 and "deliveries" in empty.json["errors"]
+        assert client.post("/api/v1/activations/failures/discard", json={"deliveries": [failure["id"]]},
+                           headers=_auth(reader)).status_code == 403
 
         runs = client.get(f"/api/v1/activations/{aid}/runs", headers=_auth(reader))
         assert [(r["status"], r["added"]) for r in runs.json["runs"]] == [("ok", 4)]
+
+        # Pause and resume (what a paused run sends: test_activation_runs).
+        assert client.post(f"/api/v1/activations/{aid}/pause", headers=_auth(reader)).status_code == 403
+        assert client.post("/api/v1/activations/999/pause", headers=_auth(writer)).status_code == 404
+        paused = client.post(f"/api/v1/activations/{aid}/pause", headers=_auth(writer))
+        assert paused.status_code == 200 and paused.json["active"] is False and paused.json["in_destination"] == 4
+        assert client.get("/api/v1/activations", headers=_auth(reader)).json["activations"][0]["active"] is False
+        resumed = client.post(f"/api/v1/activations/{aid}/resume", headers=_auth(writer))
+        assert resumed.status_code == 200 and resumed.json["active"] is True
         acts = client.get("/api/v1/activations", headers=_auth(reader))
         assert acts.json["activations"][0]["in_destination"] == 4
     assert client.get("/api/v1/activations", headers=_auth(api_key("segments:read"))).status_code == 403

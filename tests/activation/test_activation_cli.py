@@ -47,9 +47,18 @@ def test_destinations_and_activations_commands(instance, tmp_path):
         assert json.loads(run_cdp(instance, "activations", "run", "newsletter").stdout)["sent"] == 0
         assert json.loads(run_cdp(instance, "activations", "run-due").stdout) == []  # ran just now; every 1d
 
+        paused = json.loads(run_cdp(instance, "activations", "pause", "newsletter").stdout)
+        assert paused["active"] is False and paused["in_destination"] == 4
+        assert json.loads(run_cdp(instance, "activations", "run", "newsletter").stdout)["added"] == 0
+        assert json.loads(run_cdp(instance, "activations", "resume", "newsletter").stdout)["active"] is True
+        unknown = run_cdp(instance, "activations", "pause", "nope", check=False)
+        assert unknown.returncode == 2 and unknown.stderr.strip() == "error: activation: no such activation"
+
         missing = run_cdp(instance, "activations", "run", "nope", check=False)
         assert missing.returncode == 2 and missing.stderr.strip() == "error: activation: no such activation"
         again = run_cdp(instance, "activations", "retry", str(failure["id"]), check=False)
         assert again.returncode == 2 and "not in the failure registry" in again.stderr
+        dropped = run_cdp(instance, "activations", "discard", str(failure["id"]), check=False)
+        assert dropped.returncode == 2 and dropped.stderr.strip().startswith("error: delivery: not in the failure")
         for proc in (added, run, redo):
             assert "exemplo" not in proc.stdout + proc.stderr

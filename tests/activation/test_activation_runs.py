@@ -14,7 +14,8 @@ from activation.destinations import ActivationError, add_destination, build_dest
 from activation.metrics import holdout_bucket
 from activation.models import Segment
 from activation.run_models import ActivationMember, Delivery
-from activation.runs import create_activation, failures, in_holdout, list_runs, retry, submit_run
+from activation.runs import (create_activation, discard, failures, in_holdout, list_runs, retry, set_active,
+                             submit_run)
 from activation.segments import refresh_members, update_segment
 from cdp import http as cdp_http
 from cdp.connectors import AuthError
@@ -113,6 +114,51 @@ def test_list_destination_follows_segment_and_consent(any_runtime, mailchimp):
     assert sorted(by_id[p] for p in _disclosed(rt)) == sorted([*CONSENTED, "p2"])
     with rt.session() as s:
         assert [r["added"] for r in list_runs(s, aid)] == [1, 0, 0, 0, 4]
+
+
+def test_a_paused_activation_adds_no_one_but_still_removes(runtime, mailchimp):
+    """Privacy first: a pause never keeps a subject in a destination after they revoke consent."""
+    people, sid = _setup(runtime)
+    _destination(runtime, "mc", "email_list", mailchimp.config())
+    aid = _activation(runtime, sid, "mc")
+    assert submit_run(runtime, aid)["added"] == 4
+    assert set_active(runtime, "newsletter", False)["active"] is False
+    grant(runtime, people["p2"], action="revoked")
+    grant(runtime, people["p3"])  # newly eligible while paused
+    paused = submit_run(runtime, aid)
+    assert (paused["status"], paused["added"], paused["removed"]) == ("ok", 0, 1)
+    assert mailchimp.subscribed() == {EMAILS[n] for n in ("p1", "p4", "p6")}
+    assert set_active(runtime, aid, True)["active"] is True
+    resumed = submit_run(runtime, aid)
+    assert (resumed["added"], resumed["removed"]) == (1, 0)
+    assert mailchimp.subscribed() == {EMAILS[n] for n in ("p1", "p3", "p4", "p6")}
+
+
+def test_discarded_deliveries_leave_the_registry_and_are_planned_again(runtime, mailchimp):
+    people, sid = _setup(runtime)
+    _destination(runtime, "mc", "email_list", mailchimp.config())
+    aid = _activation(runtime, sid, "mc")
+    mailchimp.fail("*", 503, times=100)
+    down = submit_run(runtime, aid)
+    assert down["status"] == "failed"
+    with runtime.session() as s:
+        (failed,) = failures(s, aid)
+    with pytest.raises(ActivationError) as err:
+        discard(runtime, [failed["id"], 999])
+    assert (err.value.field, err.value.status) == ("delivery", 404)
+    out = discard(runtime, [failed["id"]])
+    assert out["discarded"] == 1 and out["deliveries"][0]["status"] == "discarded"
+    with runtime.session() as s:
+        assert failures(s) == []
+        assert list_runs(s, aid)[0]["status"] == "partial"  # nothing was sent, nothing is pending
+    with pytest.raises(ActivationError) as err:
+        discard(runtime, [failed["id"]])
+    assert err.value.status == 409  # no longer in the registry
+    mailchimp.clear_faults()
+    grant(runtime, people["p1"], action="revoked")  # the state changed meanwhile: the new plan follows it
+    again = submit_run(runtime, aid)
+    assert (again["status"], again["added"]) == ("ok", 3)
+    assert mailchimp.subscribed() == {EMAILS[n] for n in ("p2", "p4", "p6")}
 
 
 def test_list_retries_429_and_5xx_then_registers_the_failure_and_retry_sends_once(runtime, mailchimp, caplog):
@@ -329,9 +375,8 @@ def test_scheduled_activations_are_due_after_their_interval(runtime, receiver):
     assert due_activations(runtime) == []
     assert due_activations(runtime, utcnow() + timedelta(minutes=61)) == [hourly]
     assert due_activations(runtime, utcnow() + timedelta(days=1, minutes=1)) == [hourly, nightly]
-    with runtime.session() as s:
-        s.get(Activation, hourly).active = False
-    assert due_activations(runtime, utcnow() + timedelta(days=2)) == [nightly]
+    set_active(runtime, hourly, False)  # paused: still due, its runs send removals only
+    assert due_activations(runtime, utcnow() + timedelta(days=2)) == [hourly, nightly]
     with pytest.raises(ActivationError) as err:
         _activation(runtime, sid, "hook", fields=("email",), name="x", schedule={"every_minutes": 0})
     assert err.value.field == "schedule.every_minutes"
