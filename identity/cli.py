@@ -51,7 +51,9 @@ def evaluate(truth):
 
 
 @identity.command()
-def rebuild():
+@click.option("--keep-keys", is_flag=True,
+              help="Skip recomputing blocking keys (already current: no upgrade since `rekey`).")
+def rebuild(keep_keys):
     """Re-resolve every record from scratch (parallel on rq workers when REDIS_URL is set)."""
     from identity.rebuild import ordered_ids, rebuild as do_rebuild
 
@@ -64,7 +66,7 @@ def rebuild():
             bars[phase] = tqdm(total=total, desc=phase, unit="rec", file=sys.stderr)
         bars[phase].update(n)
 
-    stats = do_rebuild(runtime, progress=progress)
+    stats = do_rebuild(runtime, progress=progress, rekey=not keep_keys)
     for bar in bars.values():
         bar.close()
     click.echo(json.dumps(stats, indent=2))

@@ -320,11 +320,11 @@ def refresh_keys(runtime: Runtime, record_ids: list[str], progress=None) -> int:
     return done
 
 
-def rebuild(runtime: Runtime, progress=None, wait_timeout: float = 24 * 3600) -> dict:
+def rebuild(runtime: Runtime, progress=None, wait_timeout: float = 24 * 3600, rekey: bool = True) -> dict:
     run = str(uuid.uuid4())
     order = ordered_ids(runtime)
-    # Keys first: the clusters must come from what this release would index.
-    refresh_keys(runtime, order, progress=(lambda n: progress("keys", n)) if progress else None)
+    if rekey:  # keys first: the clusters must come from what this release would index
+        refresh_keys(runtime, order, progress=(lambda n: progress("keys", n)) if progress else None)
     slices = [order[i:i + SLICE] for i in range(0, len(order), SLICE)]
     started = time.perf_counter()
     if runtime.settings.redis_url:

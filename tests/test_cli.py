@@ -95,6 +95,20 @@ def test_identity_rekey_refreshes_every_record_and_keeps_links(instance, tmp_pat
     assert run_cdp(instance, "links").stdout == before
 
 
+def test_identity_rebuild_rekeys_first_unless_told_the_keys_are_current(instance, tmp_path):
+    data = write_jsonl(tmp_path / "r.jsonl", [
+        {"source": "erp", "external_id": "E1", "identifiers": {"cpf": CPF_A}, "traits": {"full_name": "Ana Souza"}},
+        {"source": "loja", "external_id": "L1", "identifiers": {"cpf": CPF_A}},
+    ])
+    run_cdp(instance, "ingest", "jsonl", str(data))
+    before = run_cdp(instance, "links").stdout
+    full = run_cdp(instance, "identity", "rebuild")
+    assert "keys:" in full.stderr and json.loads(full.stdout)["changed_records"] == 0
+    kept = run_cdp(instance, "identity", "rebuild", "--keep-keys")
+    assert "keys:" not in kept.stderr and "edges" in kept.stderr
+    assert run_cdp(instance, "links").stdout == before
+
+
 def test_ingest_reports_rejected_rows_by_position(instance, tmp_path):
     data = write_jsonl(tmp_path / "r.jsonl", [{"source": "erp", "external_id": "E1", "identifiers": {"email": "a@b.com"}}])
     with open(data, "a") as fh:
