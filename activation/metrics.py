@@ -26,7 +26,7 @@ from activation.models import ProfileMetrics
 from cdp import crypto
 from cdp.config import ConfigError
 from cdp.models import Event, Profile, SourceRecord, utcnow
-from cdp.store import KeyStore, Runtime
+from cdp.store import KeyStore, Runtime, among
 
 log = logging.getLogger(__name__)
 
@@ -97,15 +97,15 @@ def recompute(session: Session, keys: KeyStore, profile_ids: Iterable[str], now:
     _lock(session)
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start:start + CHUNK]
-        active = list(session.scalars(select(Profile.id).where(Profile.id.in_(chunk), Profile.status == "active")))
-        session.execute(delete(ProfileMetrics).where(ProfileMetrics.profile_id.in_(chunk)))
+        active = list(session.scalars(select(Profile.id).where(among(session, Profile.id, chunk), Profile.status == "active")))
+        session.execute(delete(ProfileMetrics).where(among(session, ProfileMetrics.profile_id, chunk)))
         if not active:
             continue
         rows = {pid: _empty(pid, now) for pid in active}
         purchases = session.execute(
             select(Event.profile_id, func.count(), func.sum(Event.amount), func.min(Event.occurred_at),
                    func.max(Event.occurred_at))
-            .where(Event.profile_id.in_(active), Event.type == PURCHASE).group_by(Event.profile_id))
+            .where(among(session, Event.profile_id, active), Event.type == PURCHASE).group_by(Event.profile_id))
         for pid, count, total, first, last in purchases:
             _purchases(rows[pid], count, total, first, last, now, churn_days)
         _attributes(session, keys, active, rows)
@@ -149,7 +149,7 @@ def _attributes(session: Session, keys: KeyStore, active: list[str], rows: dict)
     events = session.execute(
         select(Event.id, Event.profile_id, Event.type, Event.occurred_at, Event.attributes_ct, SourceRecord.key_id)
         .join(SourceRecord, SourceRecord.id == Event.record_id)
-        .where(Event.profile_id.in_(active), Event.type.in_(SURVEY_TYPES + (COMPLAINT,)))
+        .where(among(session, Event.profile_id, active), Event.type.in_(SURVEY_TYPES + (COMPLAINT,)))
         .order_by(Event.occurred_at, Event.id)).all()
     keys.preload([e.key_id for e in events])
     for e in events:
@@ -221,7 +221,7 @@ def update_ltv(session: Session, profile_ids: list[str] | None = None) -> None:
     lifetime_years = average_lifetime_years(session)
     query = update(pm).where(pm.c.purchase_count > 0)
     if profile_ids is not None:
-        query = query.where(pm.c.profile_id.in_(profile_ids))
+        query = query.where(among(session, pm.c.profile_id, profile_ids))
     session.execute(query.values(
         ltv=cast(cast(pm.c.average_order_value, Float) * pm.c.purchase_frequency * lifetime_years, Numeric(14, 2))))
 

@@ -24,7 +24,7 @@ from cdp import crypto
 from cdp.models import Event, Identifier, IdentifierKind, RecordVersion, Source, SourceRecord, new_id, utcnow
 from cdp.store import KeyStore, Runtime, among, insert_rows
 from identity import normalize as norm
-from identity.features import blocking_keys, from_payload
+from identity.features import KEYS_VERSION, blocking_keys, from_payload
 from schemas.record import flatten_errors, load_record
 
 log = logging.getLogger(__name__)
@@ -261,6 +261,7 @@ class Ingestor:
             content_hash=digest,
             payload_ct=crypto.encrypt_json(dek, payload, "source_records", record_id, "payload"),
             status="pending",
+            keys_version=KEYS_VERSION,
             link_rule=None,
             link_details=None,
             observed_at=observed_at,
@@ -298,6 +299,7 @@ class Ingestor:
         record.observed_at = observed_at
         record.updated_at = utcnow()
         record.status = "pending"
+        record.keys_version = KEYS_VERSION
         self.session.execute(delete(Identifier).where(Identifier.record_id == record.id))
         self.session.execute(delete(Event).where(Event.record_id == record.id))
         self._derived_rows(record.id, record.profile_id, dek, payload)

@@ -148,6 +148,8 @@ class SourceRecord(Base):
     content_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
     payload_ct: Mapped[bytes] = mapped_column(LargeBinary)
     status: Mapped[str] = mapped_column(String(16), default="pending", index=True)  # pending | resolved
+    # identity.features.KEYS_VERSION its identifier rows were derived with (0: unknown, re-derive).
+    keys_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Why this record belongs to its profile (rule name), for audits.
     link_rule: Mapped[str | None] = mapped_column(String(64))
     # The evidence behind link_rule (matched record, fields and weights; no values).

@@ -52,7 +52,7 @@ def evaluate(truth):
 
 @identity.command()
 @click.option("--keep-keys", is_flag=True,
-              help="Skip recomputing blocking keys (already current: no upgrade since `rekey`).")
+              help="Skip the key refresh (records an older release indexed are re-derived first by default).")
 def rebuild(keep_keys):
     """Re-resolve every record from scratch (parallel on rq workers when REDIS_URL is set)."""
     from identity.rebuild import ordered_ids, rebuild as do_rebuild
@@ -73,13 +73,14 @@ def rebuild(keep_keys):
 
 
 @identity.command()
-def rekey():
-    """Recompute every record's blind indexes and blocking keys from its
-    payload (after an upgrade that changes them); `rebuild` does this first."""
-    from identity.rebuild import ordered_ids, refresh_keys
+@click.option("--all", "everything", is_flag=True, help="Every record, not only those an older release indexed.")
+def rekey(everything):
+    """Recompute records' blind indexes and blocking keys from their payloads
+    (after an upgrade that changes them); `rebuild` does this first."""
+    from identity.rebuild import ordered_ids, refresh_keys, stale_ids
 
     runtime = _runtime()
-    ids = ordered_ids(runtime)
+    ids = ordered_ids(runtime) if everything else stale_ids(runtime)
     with tqdm(total=len(ids), desc="keys", unit="rec", file=sys.stderr) as bar:
         done = refresh_keys(runtime, ids, progress=bar.update)
     click.echo(f"refreshed the keys of {done} record(s)")

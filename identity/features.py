@@ -170,6 +170,13 @@ def _spelled_from(text: str, pieces: set[str]) -> bool:
     return False
 
 
+# Version of what `cdp.ingest.identifier_rows` derives from a payload
+# (normalization, blocking keys). Bump it with any change to them: stored
+# records of an older version are re-derived by `cdp identity rekey` and
+# before a rebuild; the current ones are left alone.
+KEYS_VERSION = 2
+
+
 def blocking_keys(f: Features) -> list[tuple[str, str]]:
     """(key name, value) pairs; records sharing one are compared. Several
     keys keep recall high when any one field is wrong or missing."""

@@ -21,10 +21,11 @@ import time
 import uuid
 from collections import Counter, defaultdict
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 
 from cdp.models import CannotLink, Identifier, MergeEvent, Profile, SourceRecord, new_id
-from cdp.store import Runtime
+from cdp.store import Runtime, among
+from identity.features import KEYS_VERSION
 from identity.models import LabelledPair, RebuildEdge, ReviewItem
 from identity.pairs import Edge, decide
 from identity.resolve import Resolver, active_model, load_features
@@ -46,25 +47,18 @@ def compute_edges(runtime: Runtime, run: str, record_ids: list[str]) -> int:
         session.execute(delete(RebuildEdge).where(RebuildEdge.run == run, RebuildEdge.record_id.in_(record_ids)))
         # Plain rows, not ORM objects: a slice carries tens of identifiers per record.
         records = session.execute(select(SourceRecord.id, SourceRecord.received_at)
-                                  .where(SourceRecord.id.in_(record_ids))).all()
+                                  .where(among(session, SourceRecord.id, record_ids))).all()
         usable = lambda i: i.strong or i.kind.startswith("bk:")  # noqa: E731
         identifiers: dict[str, list] = defaultdict(list)
         for start in range(0, len(record_ids), 500):
             for ident in session.execute(select(Identifier.record_id, Identifier.kind, Identifier.blind_index,
                                                 Identifier.strong)
-                                         .where(Identifier.record_id.in_(record_ids[start:start + 500]))):
+                                         .where(among(session, Identifier.record_id, record_ids[start:start + 500]))):
                 if usable(ident):
                     identifiers[ident.record_id].append(ident)
-        bis = list({i.blind_index for idents in identifiers.values() for i in idents})
-        holders: dict[bytes, list[tuple]] = defaultdict(list)
-        for start in range(0, len(bis), 500):
-            for bi, rid, received in session.execute(
-                select(Identifier.blind_index, SourceRecord.id, SourceRecord.received_at)
-                .join(SourceRecord, SourceRecord.id == Identifier.record_id)
-                .where(Identifier.blind_index.in_(bis[start:start + 500]))
-            ):
-                holders[bi].append(((received, rid), rid))
-        candidates = {rid for hs in holders.values() for _, rid in hs}
+        caps = {i.blind_index: settings.block_cap(i.kind) for idents in identifiers.values() for i in idents}
+        holders = first_holders(session, caps)
+        candidates = {rid for ranked in holders.values() for _, rid in ranked}
         feats = load_features(session, keys, sorted(candidates | {r.id for r in records}))
         ids = sorted(candidates | {r.id for r in records})
         decided = {}
@@ -75,16 +69,17 @@ def compute_edges(runtime: Runtime, run: str, record_ids: list[str]) -> int:
                 decided[frozenset((a, b))] = same
         rows: list[dict] = []
         for record in records:
-            me = (record.received_at, record.id)
             shared: dict[str, set[str]] = {}
             for ident in identifiers[record.id]:
-                earlier = [rid for key, rid in holders.get(ident.blind_index, ()) if key < me]
-                if len(earlier) > settings.block_cap(ident.kind):
-                    continue  # too common at this point in time, as incremental saw it
-                for rid in earlier:
-                    kinds = shared.setdefault(rid, set())
-                    if ident.strong:
-                        kinds.add(ident.kind)
+                ranked = holders.get(ident.blind_index, ())
+                mine = next((n for n, rid in ranked if rid == record.id), None)
+                if mine is None:
+                    continue  # more than cap holders came before it: too common when it arrived
+                for n, rid in ranked:
+                    if n < mine:
+                        kinds = shared.setdefault(rid, set())
+                        if ident.strong:
+                            kinds.add(ident.kind)
             for rid, kinds in shared.items():
                 label = decided.get(frozenset((record.id, rid)))
                 if label is False:
@@ -100,6 +95,33 @@ def compute_edges(runtime: Runtime, run: str, record_ids: list[str]) -> int:
         if rows:
             session.execute(insert(RebuildEdge.__table__), rows)
         return len(rows)
+
+
+def first_holders(session, caps: dict[bytes, int]) -> dict[bytes, list[tuple[int, str]]]:
+    """Each key's first cap+1 holders in received order, as (rank, record id).
+    That is all a record of this rebuild needs: one ranked beyond cap+1 had
+    more than cap earlier holders and skips the key (as incremental
+    resolution did when it arrived); otherwise its earlier holders are the
+    ones ranked before it. A common key's crowd never leaves the database."""
+    out: dict[bytes, list[tuple[int, str]]] = defaultdict(list)
+    by_cap: dict[int, list[bytes]] = defaultdict(list)
+    for bi, cap in caps.items():
+        by_cap[cap].append(bi)
+    for cap, bis in by_cap.items():
+        for start in range(0, len(bis), 500):
+            ranked = (
+                select(Identifier.blind_index, SourceRecord.id, SourceRecord.received_at,
+                       func.row_number().over(partition_by=Identifier.blind_index,
+                                              order_by=(SourceRecord.received_at, SourceRecord.id)).label("n"))
+                .join(SourceRecord, SourceRecord.id == Identifier.record_id)
+                .where(among(session, Identifier.blind_index, bis[start:start + 500]),
+                       or_(Identifier.strong.is_(True), Identifier.kind.like("bk:%")))
+                .subquery()
+            )
+            for bi, rid, n in session.execute(select(ranked.c.blind_index, ranked.c.id, ranked.c.n)
+                                              .where(ranked.c.n <= cap + 1)):
+                out[bi].append((n, rid))
+    return out
 
 
 def compute_edges_job(run: str, record_ids: list[str]) -> int:
@@ -287,11 +309,18 @@ def apply_clusters(runtime: Runtime, order: list[str], roots: dict[int, int], li
     return stats
 
 
+def stale_ids(runtime: Runtime) -> list[str]:
+    """Records whose identifier rows an older release derived (received order)."""
+    with runtime.session() as session:
+        return list(session.scalars(select(SourceRecord.id).where(SourceRecord.keys_version != KEYS_VERSION)
+                                    .order_by(SourceRecord.received_at, SourceRecord.id)))
+
+
 def refresh_keys(runtime: Runtime, record_ids: list[str], progress=None) -> int:
     """Recompute the identifier and blocking-key rows of stored records from
     their payloads (a release that changes normalization or blocking keys;
     the first step of a rebuild), a slice per transaction. Records whose
-    data key was destroyed (erased) are left as they are. Returns records done."""
+    data key was destroyed (erased) keep the rows they have. Returns records done."""
     from cdp import crypto
     from cdp.ingest import identifier_rows
     from cdp.store import insert_rows
@@ -302,7 +331,7 @@ def refresh_keys(runtime: Runtime, record_ids: list[str], progress=None) -> int:
         with runtime.session() as session:
             keys = runtime.keys(session)
             rows = session.execute(select(SourceRecord.id, SourceRecord.key_id, SourceRecord.payload_ct)
-                                   .where(SourceRecord.id.in_(part))).all()
+                                   .where(among(session, SourceRecord.id, part))).all()
             keys.preload([r.key_id for r in rows])
             fresh, refreshed = [], []
             for rid, key_id, payload_ct in rows:
@@ -312,8 +341,11 @@ def refresh_keys(runtime: Runtime, record_ids: list[str], progress=None) -> int:
                     continue
                 fresh.extend(identifier_rows(runtime.keyring, rid, payload))
                 refreshed.append(rid)
-            session.execute(delete(Identifier).where(Identifier.record_id.in_(refreshed)))
+            session.execute(delete(Identifier).where(among(session, Identifier.record_id, refreshed)))
             insert_rows(session, Identifier.__table__, fresh)
+            # Erased records too: nothing can be derived from them again.
+            session.execute(update(SourceRecord).where(among(session, SourceRecord.id, part))
+                            .values(keys_version=KEYS_VERSION), execution_options={"synchronize_session": False})
             done += len(refreshed)
         if progress:
             progress(len(part))
@@ -324,7 +356,7 @@ def rebuild(runtime: Runtime, progress=None, wait_timeout: float = 24 * 3600, re
     run = str(uuid.uuid4())
     order = ordered_ids(runtime)
     if rekey:  # keys first: the clusters must come from what this release would index
-        refresh_keys(runtime, order, progress=(lambda n: progress("keys", n)) if progress else None)
+        refresh_keys(runtime, stale_ids(runtime), progress=(lambda n: progress("keys", n)) if progress else None)
     slices = [order[i:i + SLICE] for i in range(0, len(order), SLICE)]
     started = time.perf_counter()
     if runtime.settings.redis_url:

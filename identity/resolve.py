@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 from sqlalchemy import func, inspect, or_, select, text, update
 from sqlalchemy.orm import Session, load_only
+from sqlalchemy.orm.attributes import set_committed_value
 
 from cdp import crypto
 from cdp.models import (CannotLink, Event, Identifier, IdentifierKind, MergeEvent, Profile, Source, SourceRecord,
@@ -262,6 +263,7 @@ class Resolver:
         self._goldens: dict[str, tuple[dict, dict]] = {}  # profiles created in this chunk
         self._apply: dict[str, list[tuple]] = {}           # profile -> records to fold into its golden record
         self._rebuild: set[str] = set()
+        self._counted: set[str] = set()              # stored profiles whose record_count write-back sets
         self._profiles: dict[str, Profile] = {}      # includes profiles created in this chunk (not yet flushed)
         self._decided: dict[frozenset, bool] = {}    # labelled pairs: a person's word is final
         self._touched: dict[str, Rec] = {}           # records whose link changed, written in one executemany
@@ -489,7 +491,13 @@ class Resolver:
     def _attach(self, record: Rec, profile: Profile, rule: str, details: dict, payload: dict,
                 f: Features) -> None:
         if record.profile_id != profile.id:
-            profile.record_count = (profile.record_count or 0) + 1
+            count = (profile.record_count or 0) + 1
+            if not inspect(profile).pending:
+                # Written at write-back with the golden record: one UPDATE per profile, not two.
+                set_committed_value(profile, "record_count", count)
+                self._counted.add(profile.id)
+            else:
+                profile.record_count = count
         record.profile_id = profile.id
         record.link_rule = rule
         record.link_details = details
@@ -585,8 +593,12 @@ class Resolver:
             else:
                 updates.append({"id": pid, "golden_ct": crypto.encrypt_json(self.keys.get(stored[pid][0]), golden,
                                                                            "profiles", pid, "golden"),
-                                "provenance": provenance, "updated_at": utcnow()})
+                                "provenance": provenance, "record_count": profile.record_count,
+                                "updated_at": utcnow()})
         update_rows(self.session, p, updates)
+        written = {row["id"] for row in updates}
+        update_rows(self.session, p, [{"id": pid, "record_count": self._profile(pid).record_count}
+                                      for pid in self._counted if pid not in written])
         self.session.flush()
         self._flush_records()
         for pid in self._rebuild:

@@ -82,16 +82,27 @@ def test_ingest_jsonl_and_links(instance, tmp_path):
     assert len({r["profile_id"] for r in rows}) == 1
 
 
-def test_identity_rekey_refreshes_every_record_and_keeps_links(instance, tmp_path):
+def _as_if_indexed_by_an_older_release(instance, every=True):
+    import sqlite3
+
+    with sqlite3.connect(instance / "cdp.sqlite3") as db:
+        db.execute("UPDATE source_records SET keys_version = 0"
+                   + ("" if every else " WHERE id = (SELECT min(id) FROM source_records)"))
+
+
+def test_identity_rekey_refreshes_records_of_an_older_release_and_keeps_links(instance, tmp_path):
     data = write_jsonl(tmp_path / "r.jsonl", [
         {"source": "erp", "external_id": "E1", "identifiers": {"cpf": CPF_A}, "traits": {"full_name": "Ana Souza"}},
         {"source": "loja", "external_id": "L1", "identifiers": {"cpf": CPF_A}, "traits": {"birth_date": "17/05/1990"}},
     ])
     run_cdp(instance, "ingest", "jsonl", str(data))
     before = run_cdp(instance, "links").stdout
+    assert run_cdp(instance, "identity", "rekey").stdout.strip() == "refreshed the keys of 0 record(s)"  # current
+    _as_if_indexed_by_an_older_release(instance, every=False)
     proc = run_cdp(instance, "identity", "rekey")
-    assert proc.stdout.strip() == "refreshed the keys of 2 record(s)"
+    assert proc.stdout.strip() == "refreshed the keys of 1 record(s)"
     assert "keys" in proc.stderr  # progress bar
+    assert run_cdp(instance, "identity", "rekey", "--all").stdout.strip() == "refreshed the keys of 2 record(s)"
     assert run_cdp(instance, "links").stdout == before
 
 
@@ -102,8 +113,12 @@ def test_identity_rebuild_rekeys_first_unless_told_the_keys_are_current(instance
     ])
     run_cdp(instance, "ingest", "jsonl", str(data))
     before = run_cdp(instance, "links").stdout
+    current = run_cdp(instance, "identity", "rebuild")
+    assert "keys:" not in current.stderr and "edges" in current.stderr  # nothing to refresh
+    _as_if_indexed_by_an_older_release(instance)
     full = run_cdp(instance, "identity", "rebuild")
     assert "keys:" in full.stderr and json.loads(full.stdout)["changed_records"] == 0
+    _as_if_indexed_by_an_older_release(instance)
     kept = run_cdp(instance, "identity", "rebuild", "--keep-keys")
     assert "keys:" not in kept.stderr and "edges" in kept.stderr
     assert run_cdp(instance, "links").stdout == before
