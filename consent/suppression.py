@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from cdp import crypto
 from cdp.models import utcnow
+from cdp.store import among
 from consent.dsr.models import Suppression
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,7 @@ def screen(session: Session, keyring: crypto.Keyring, source: str,
     hashes = list({h for found in per_item.values() for _, h in found})
     known: dict[tuple[str, bytes], Suppression] = {}
     for start in range(0, len(hashes), 500):
-        for row in session.scalars(select(Suppression).where(Suppression.hash.in_(hashes[start:start + 500]))):
+        for row in session.scalars(select(Suppression).where(among(session, Suppression.hash, hashes[start:start + 500]))):
             known[(row.kind, bytes(row.hash))] = row
     if not known:
         return {}

@@ -111,6 +111,9 @@ def _store_golden(keys: KeyStore, profile: Profile, golden: dict, provenance: di
     profile.updated_at = utcnow()
 
 
+NONCE_BYTES = crypto.NONCE_BYTES  # a ciphertext starts with its nonce
+
+
 class FeatureCache:
     """Matching features of recently seen records, in memory only, bounded
     (least recently stored out first): a record meets the same candidates
@@ -122,11 +125,11 @@ class FeatureCache:
         self._items: "OrderedDict[tuple, Features]" = OrderedDict()
 
     def get(self, record_id: str, payload_ct: bytes) -> Features | None:
-        return self._items.get((record_id, payload_ct[:12]))
+        return self._items.get((record_id, payload_ct[:NONCE_BYTES]))
 
     def put(self, record_id: str, payload_ct: bytes, features: Features) -> Features:
         if self.limit:
-            self._items[(record_id, payload_ct[:12])] = features
+            self._items[(record_id, payload_ct[:NONCE_BYTES])] = features
             while len(self._items) > self.limit:
                 self._items.popitem(last=False)
         return features
@@ -147,14 +150,25 @@ def features_of(keys: KeyStore, record_id: str, key_id: str, payload_ct: bytes, 
 def load_features(session: Session, keys: KeyStore, record_ids: list[str]) -> dict[str, Features]:
     """Matching features of stored records, from the in-memory cache or by
     decrypting their payloads (500 per query). Used by resolution, training
-    and batch rebuild alike."""
+    and batch rebuild alike. Only the payloads' nonces are read first: a
+    cached record's ciphertext need not leave the database."""
     out: dict[str, Features] = {}
     for start in range(0, len(record_ids), 500):
-        rows = session.execute(
-            select(SourceRecord.id, SourceRecord.key_id, SourceRecord.payload_ct)
+        missing = []
+        for rid, nonce in session.execute(
+            select(SourceRecord.id, func.substr(SourceRecord.payload_ct, 1, NONCE_BYTES))
             .where(among(session, SourceRecord.id, record_ids[start:start + 500]))
-        ).all()
-        keys.preload([key_id for rid, key_id, payload_ct in rows if FEATURES.get(rid, payload_ct) is None])
+        ):
+            cached = FEATURES.get(rid, bytes(nonce))
+            if cached is None:
+                missing.append(rid)
+            else:
+                out[rid] = cached
+        if not missing:
+            continue
+        rows = session.execute(select(SourceRecord.id, SourceRecord.key_id, SourceRecord.payload_ct)
+                               .where(among(session, SourceRecord.id, missing))).all()
+        keys.preload([key_id for _, key_id, _ in rows])
         for rid, key_id, payload_ct in rows:
             out[rid] = features_of(keys, rid, key_id, payload_ct)
     return out
