@@ -65,7 +65,11 @@ class Settings:
 
     def block_cap(self, kind: str) -> int:
         """How many records may share a blocking key of this kind before it is too common to use."""
-        return self.max_name_block if kind == "bk:nm" else self.max_block
+        return self.block_caps().get(kind, self.max_block)
+
+    def block_caps(self) -> dict[str, int]:
+        """The kinds whose cap is not `max_block`."""
+        return {"bk:nm": self.max_name_block}
 
     @property
     def is_sqlite(self) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cdp.models import Base, UTCDateTime, utcnow
@@ -50,6 +50,23 @@ class LabelledPair(Base):
     is_match: Mapped[bool] = mapped_column(Boolean)
     decided_by: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RebuildKey(Base):
+    """A batch rebuild's ranked keys: for each key, its first cap+1 holders
+    with their rank in received order (the record ranked n had n-1 earlier
+    holders when it arrived). Phase 1 finds each record's candidate pairs
+    with one self-join on this table; a common key's crowd is never read.
+    Blind indexes and ids only."""
+
+    __tablename__ = "rebuild_keys"
+    __table_args__ = (Index("ix_rebuild_keys_run_record", "run", "record_id"),)
+    run: Mapped[str] = mapped_column(String(36), primary_key=True)
+    blind_index: Mapped[bytes] = mapped_column(LargeBinary(16), primary_key=True)
+    n: Mapped[int] = mapped_column(Integer, primary_key=True)
+    record_id: Mapped[str] = mapped_column(String(36))
+    kind: Mapped[str] = mapped_column(String(64))
+    strong: Mapped[bool] = mapped_column(Boolean)
 
 
 class RebuildEdge(Base):

@@ -21,12 +21,12 @@ import time
 import uuid
 from collections import Counter, defaultdict
 
-from sqlalchemy import bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Row, and_, bindparam, case, delete, func, insert, literal, or_, select, text, update
 
 from cdp.models import CannotLink, Identifier, MergeEvent, Profile, SourceRecord, new_id
 from cdp.store import Runtime, among
 from identity.features import KEYS_VERSION
-from identity.models import LabelledPair, RebuildEdge, ReviewItem
+from identity.models import LabelledPair, RebuildEdge, RebuildKey, ReviewItem
 from identity.pairs import Edge, decide
 from identity.resolve import Resolver, active_model, load_features
 
@@ -38,49 +38,72 @@ def ordered_ids(runtime: Runtime) -> list[str]:
         return list(session.scalars(select(SourceRecord.id).order_by(SourceRecord.received_at, SourceRecord.id)))
 
 
+def rank_keys(runtime: Runtime, run: str) -> int:
+    """Before phase 1: each key's first cap+1 holders with their rank in
+    received order (`RebuildKey`), in one statement. Returns rows written."""
+    settings = runtime.settings
+    i, sr = Identifier.__table__, SourceRecord.__table__
+    limit = case(*((i.c.kind == kind, cap + 1) for kind, cap in settings.block_caps().items()),
+                 else_=settings.max_block + 1)
+    ranked = (
+        select(i.c.blind_index, i.c.record_id, i.c.kind, i.c.strong, limit.label("lim"),
+               func.row_number().over(partition_by=i.c.blind_index, order_by=(sr.c.received_at, sr.c.id)).label("n"),
+               func.count().over(partition_by=i.c.blind_index).label("holders"))
+        .join(sr, sr.c.id == i.c.record_id)
+        .where(or_(i.c.strong.is_(True), i.c.kind.like("bk:%")))
+        .subquery()
+    )
+    with runtime.session() as session:
+        result = session.execute(insert(RebuildKey.__table__).from_select(
+            ["run", "blind_index", "n", "record_id", "kind", "strong"],
+            select(literal(run), ranked.c.blind_index, ranked.c.n, ranked.c.record_id, ranked.c.kind, ranked.c.strong)
+            .where(ranked.c.n <= ranked.c.lim, ranked.c.holders > 1)))  # a key held once makes no pair
+        written = result.rowcount
+    if runtime.settings.database_url.startswith("postgresql"):
+        with runtime.session() as session:  # statistics of the fresh rows, for the self-join's plan
+            session.execute(text("ANALYZE rebuild_keys"))
+    return written
+
+
 def compute_edges(runtime: Runtime, run: str, record_ids: list[str]) -> int:
     """Phase 1 for one slice of records. Idempotent per (run, slice)."""
     settings = runtime.settings
     with runtime.session() as session:
         keys = runtime.keys(session)
         model = active_model(session)
-        session.execute(delete(RebuildEdge).where(RebuildEdge.run == run, RebuildEdge.record_id.in_(record_ids)))
-        # Plain rows, not ORM objects: a slice carries tens of identifiers per record.
         records = session.execute(select(SourceRecord.id, SourceRecord.received_at)
                                   .where(among(session, SourceRecord.id, record_ids))).all()
-        usable = lambda i: i.strong or i.kind.startswith("bk:")  # noqa: E731
-        identifiers: dict[str, list] = defaultdict(list)
+        if records:  # a retried job's edges; the order range keeps this an index lookup
+            session.execute(delete(RebuildEdge.__table__).where(
+                RebuildEdge.run == run, RebuildEdge.record_order.between(min(r.received_at for r in records),
+                                                                         max(r.received_at for r in records)),
+                among(session, RebuildEdge.record_id, record_ids)))
+        # Each record's earlier holders of each of its keys: a record ranked n
+        # in a key meets the n-1 ranked before it (none when it ranked beyond
+        # cap+1: the key was too common when it arrived, as incremental saw it).
+        a, b = RebuildKey.__table__.alias("a"), RebuildKey.__table__.alias("b")
+        shared: dict[str, dict[str, set[str]]] = defaultdict(dict)
         for start in range(0, len(record_ids), 500):
-            for ident in session.execute(select(Identifier.record_id, Identifier.kind, Identifier.blind_index,
-                                                Identifier.strong)
-                                         .where(among(session, Identifier.record_id, record_ids[start:start + 500]))):
-                if usable(ident):
-                    identifiers[ident.record_id].append(ident)
-        caps = {i.blind_index: settings.block_cap(i.kind) for idents in identifiers.values() for i in idents}
-        holders = first_holders(session, caps)
-        candidates = {rid for ranked in holders.values() for _, rid in ranked}
-        feats = load_features(session, keys, sorted(candidates | {r.id for r in records}))
-        ids = sorted(candidates | {r.id for r in records})
+            for rid, other, kind, strong in session.execute(
+                select(a.c.record_id, b.c.record_id, a.c.kind, a.c.strong)
+                .join(b, and_(b.c.run == a.c.run, b.c.blind_index == a.c.blind_index, b.c.n < a.c.n))
+                .where(a.c.run == run, among(session, a.c.record_id, record_ids[start:start + 500]))
+            ):
+                kinds = shared[rid].setdefault(other, set())
+                if strong:
+                    kinds.add(kind)
+        ids = sorted({rid for others in shared.values() for rid in others} | {r.id for r in records})
+        feats = load_features(session, keys, ids)
         decided = {}
         for start in range(0, len(ids), 500):
-            part = ids[start:start + 500]
-            for a, b, same in session.execute(select(LabelledPair.record_a, LabelledPair.record_b, LabelledPair.is_match)
-                                              .where(LabelledPair.record_a.in_(part))):
-                decided[frozenset((a, b))] = same
+            for x, y, same in session.execute(
+                select(LabelledPair.record_a, LabelledPair.record_b, LabelledPair.is_match)
+                .where(among(session, LabelledPair.record_a, ids[start:start + 500]))
+            ):
+                decided[frozenset((x, y))] = same
         rows: list[dict] = []
         for record in records:
-            shared: dict[str, set[str]] = {}
-            for ident in identifiers[record.id]:
-                ranked = holders.get(ident.blind_index, ())
-                mine = next((n for n, rid in ranked if rid == record.id), None)
-                if mine is None:
-                    continue  # more than cap holders came before it: too common when it arrived
-                for n, rid in ranked:
-                    if n < mine:
-                        kinds = shared.setdefault(rid, set())
-                        if ident.strong:
-                            kinds.add(ident.kind)
-            for rid, kinds in shared.items():
+            for rid, kinds in shared.get(record.id, {}).items():
                 label = decided.get(frozenset((record.id, rid)))
                 if label is False:
                     continue
@@ -95,33 +118,6 @@ def compute_edges(runtime: Runtime, run: str, record_ids: list[str]) -> int:
         if rows:
             session.execute(insert(RebuildEdge.__table__), rows)
         return len(rows)
-
-
-def first_holders(session, caps: dict[bytes, int]) -> dict[bytes, list[tuple[int, str]]]:
-    """Each key's first cap+1 holders in received order, as (rank, record id).
-    That is all a record of this rebuild needs: one ranked beyond cap+1 had
-    more than cap earlier holders and skips the key (as incremental
-    resolution did when it arrived); otherwise its earlier holders are the
-    ones ranked before it. A common key's crowd never leaves the database."""
-    out: dict[bytes, list[tuple[int, str]]] = defaultdict(list)
-    by_cap: dict[int, list[bytes]] = defaultdict(list)
-    for bi, cap in caps.items():
-        by_cap[cap].append(bi)
-    for cap, bis in by_cap.items():
-        for start in range(0, len(bis), 500):
-            ranked = (
-                select(Identifier.blind_index, SourceRecord.id, SourceRecord.received_at,
-                       func.row_number().over(partition_by=Identifier.blind_index,
-                                              order_by=(SourceRecord.received_at, SourceRecord.id)).label("n"))
-                .join(SourceRecord, SourceRecord.id == Identifier.record_id)
-                .where(among(session, Identifier.blind_index, bis[start:start + 500]),
-                       or_(Identifier.strong.is_(True), Identifier.kind.like("bk:%")))
-                .subquery()
-            )
-            for bi, rid, n in session.execute(select(ranked.c.blind_index, ranked.c.id, ranked.c.n)
-                                              .where(ranked.c.n <= cap + 1)):
-                out[bi].append((n, rid))
-    return out
 
 
 def compute_edges_job(run: str, record_ids: list[str]) -> int:
@@ -178,18 +174,25 @@ def cluster(runtime: Runtime, run: str, order: list[str], progress=None):
             part = order[start:start + SLICE]
             cpfs: dict[str, set[bytes]] = defaultdict(set)
             for rid, bi in session.execute(select(Identifier.record_id, Identifier.blind_index).where(
-                    Identifier.record_id.in_(part), Identifier.kind == "cpf", Identifier.strong.is_(True))):
+                    among(session, Identifier.record_id, part), Identifier.kind == "cpf", Identifier.strong.is_(True))):
                 cpfs[rid].add(bi)
-            current = dict(session.execute(select(SourceRecord.id, SourceRecord.profile_id)
-                                           .where(SourceRecord.id.in_(part))).all())
-            edges: dict[str, list[RebuildEdge]] = defaultdict(list)
-            for e in session.scalars(select(RebuildEdge).where(RebuildEdge.run == run,
-                                                               RebuildEdge.record_id.in_(part))):
+            current, received = {}, []
+            for rid, pid, at in session.execute(select(SourceRecord.id, SourceRecord.profile_id, SourceRecord.received_at)
+                                                .where(among(session, SourceRecord.id, part))):
+                current[rid] = pid
+                received.append(at)
+            edges: dict[str, list] = defaultdict(list)
+            et = RebuildEdge.__table__  # plain rows: ORM objects would cost more than the clustering
+            for e in session.execute(select(et.c.record_id, et.c.other_id, et.c.rule, et.c.rank, et.c.probability,
+                                            et.c.review, et.c.details)
+                                     .where(et.c.run == run,  # the slice's order range: an index range scan
+                                            et.c.record_order.between(min(received), max(received)),
+                                            among(session, et.c.record_id, part))):
                 edges[e.record_id].append(e)
             for rid in part:
                 me = pos[rid]
                 comps.add(me, cpfs.get(rid, set()), profile_tokens.get(current.get(rid), set()))
-                best: dict[int, RebuildEdge] = {}
+                best: dict[int, Row] = {}
                 for e in edges.get(rid, ()):
                     if e.review or e.other_id not in pos:
                         continue
@@ -197,7 +200,7 @@ def cluster(runtime: Runtime, run: str, order: list[str], progress=None):
                     if root not in best or (e.rank, -e.probability) < (best[root].rank, -best[root].probability):
                         best[root] = e
                 ranked = sorted(best.items(), key=lambda kv: (kv[1].rank, -kv[1].probability, comps.first[kv[0]], kv[0]))
-                chosen: list[tuple[int, RebuildEdge]] = []
+                chosen: list[tuple[int, Row]] = []
                 acc = set(comps.cpfs[me])
                 for root, e in ranked:
                     theirs = comps.cpfs[root]
@@ -359,6 +362,7 @@ def rebuild(runtime: Runtime, progress=None, wait_timeout: float = 24 * 3600, re
         refresh_keys(runtime, stale_ids(runtime), progress=(lambda n: progress("keys", n)) if progress else None)
     slices = [order[i:i + SLICE] for i in range(0, len(order), SLICE)]
     started = time.perf_counter()
+    rank_keys(runtime, run)
     if runtime.settings.redis_url:
         from rq import Retry
 
@@ -394,6 +398,7 @@ def rebuild(runtime: Runtime, progress=None, wait_timeout: float = 24 * 3600, re
     stats = apply_clusters(runtime, order, roots, link, reviews)
     with runtime.session() as session:
         session.execute(delete(RebuildEdge).where(RebuildEdge.run == run))
+        session.execute(delete(RebuildKey).where(RebuildKey.run == run))
     stats.update(edges_seconds=round(edges_seconds, 2), seconds=round(time.perf_counter() - started, 2),
                  reviews=len(reviews))
     return stats
