@@ -243,7 +243,7 @@ def apply_clusters(runtime: Runtime, order: list[str], roots: dict[int, int], li
         current: dict[str, str | None] = {}
         for start in range(0, len(order), 1000):
             current.update(dict(session.execute(select(SourceRecord.id, SourceRecord.profile_id)
-                                                .where(SourceRecord.id.in_(order[start:start + 1000]))).all()))
+                                                .where(among(session, SourceRecord.id, order[start:start + 1000]))).all()))
         claimed: set[str] = set()
         assignment: dict[int, str] = {}
         # Biggest clusters choose first, so a split keeps the id on its larger part.
@@ -257,43 +257,53 @@ def apply_clusters(runtime: Runtime, order: list[str], roots: dict[int, int], li
         keys = runtime.keys(session)
         resolver = Resolver(session, keys, runtime.settings)
         wanted = list(assignment.values())
-        profiles: dict[str, Profile] = {}
+        status: dict[str, str] = {}  # no golden records in memory: a million profiles would not fit
         for start in range(0, len(wanted), 1000):
-            profiles.update((p.id, p) for p in session.scalars(select(Profile).where(
-                Profile.id.in_(wanted[start:start + 1000]))))
+            status.update(session.execute(select(Profile.id, Profile.status).where(
+                among(session, Profile.id, wanted[start:start + 1000]))).all())
         for root, pid in assignment.items():
-            profile = profiles.get(pid)
-            if profile is None:
+            if pid not in status:
                 key_id, _ = keys.create()
                 session.add(Profile(id=pid, key_id=key_id, provenance={}, record_count=0, status="active"))
-            elif profile.status != "active":
+            elif status[pid] != "active":
+                profile = session.get(Profile, pid)
                 if profile.golden_ct is None:
                     key_id, _ = keys.create()
                     profile.key_id = key_id
                 profile.status, profile.merged_into = "active", None
         session.flush()
         touched: set[str] = set()
-        rows = []
-        for i, rid in enumerate(order):
-            pid = assignment[roots[i]]
-            rule, details = link[i]
-            if current.get(rid) != pid:
-                stats["changed_records"] += 1
-                touched.update(p for p in (current.get(rid), pid) if p)
-            rows.append({"b_id": rid, "b_profile": pid, "b_rule": rule, "b_details": details})
         sr = SourceRecord.__table__
         statement = (update(sr).where(sr.c.id == bindparam("b_id"))
                      .values(profile_id=bindparam("b_profile"), link_rule=bindparam("b_rule"),
                              link_details=bindparam("b_details"), status="resolved"))
-        for start in range(0, len(rows), 5000):
-            session.execute(statement, rows[start:start + 5000])  # one executemany per 5,000 records
+        for start in range(0, len(order), 5000):
+            part = order[start:start + 5000]
+            stored = {rid: (rule, details, state) for rid, rule, details, state in session.execute(
+                select(sr.c.id, sr.c.link_rule, sr.c.link_details, sr.c.status).where(among(session, sr.c.id, part)))}
+            rows = []
+            for i, rid in enumerate(part, start):
+                pid = assignment[roots[i]]
+                rule, details = link[i]
+                if current.get(rid) != pid:
+                    stats["changed_records"] += 1
+                    touched.update(p for p in (current.get(rid), pid) if p)
+                elif stored.get(rid) == (rule, details, "resolved"):
+                    continue  # the same link, evidence and all: nothing to write
+                rows.append({"b_id": rid, "b_profile": pid, "b_rule": rule, "b_details": details})
+            if rows:
+                session.execute(statement, rows)  # one executemany per 5,000 records
         session.flush()
-        for old in touched - claimed:
+        gone = touched - claimed
+        survivors: dict[str, Counter] = defaultdict(Counter)  # where the records of each vanished profile went
+        for i, rid in enumerate(order):
+            if current.get(rid) in gone:
+                survivors[current[rid]][assignment[roots[i]]] += 1
+        for old in gone:
             profile = session.get(Profile, old)
             if profile is None or profile.status != "active":
                 continue
-            survivor = Counter(assignment[roots[i]] for i, rid in enumerate(order) if current.get(rid) == old)
-            into = survivor.most_common(1)[0][0]
+            into = survivors[old].most_common(1)[0][0]
             profile.status, profile.merged_into, profile.golden_ct, profile.provenance = "merged", into, None, {}
             keys.destroy([profile.key_id])
             session.add(MergeEvent(kind="merge", profile_id=into, other_profile_id=old, record_ids=[],
@@ -303,10 +313,15 @@ def apply_clusters(runtime: Runtime, order: list[str], roots: dict[int, int], li
         for start in range(0, len(rebuilt), 1000):
             resolver.rebuild_goldens(list(session.scalars(select(Profile).where(
                 Profile.id.in_(rebuilt[start:start + 1000])))))
+        queued: set[tuple[str, str]] = set()
+        asking = sorted({rid for rid, *_ in reviews})
+        for start in range(0, len(asking), 1000):
+            queued.update((a, b) for a, b in session.execute(select(ReviewItem.record_id, ReviewItem.other_record_id)
+                                                             .where(among(session, ReviewItem.record_id,
+                                                                          asking[start:start + 1000]))))
         for rid, other, probability, details in reviews:
-            exists = session.scalar(select(ReviewItem.id).where(ReviewItem.record_id == rid,
-                                                                ReviewItem.other_record_id == other))
-            if exists is None and assignment[roots[pos[rid]]] != assignment[roots[pos[other]]]:
+            if (rid, other) not in queued and assignment[roots[pos[rid]]] != assignment[roots[pos[other]]]:
+                queued.add((rid, other))
                 session.add(ReviewItem(record_id=rid, other_record_id=other, probability=probability,
                                        details=details, status="pending"))
     return stats

@@ -185,6 +185,40 @@ def test_batch_rebuild_gives_the_incremental_clusters(any_runtime, tmp_path):
     assert ids_after == ids_before  # profile ids (and what hangs on them) survive a rebuild
 
 
+def test_rebuild_repairs_links_a_broken_run_left(any_runtime, tmp_path):
+    """A profile's records torn apart (as by an earlier, worse model) come
+    back together under the profile that keeps most of them; the empty one
+    becomes a merge into it; a tampered link is rewritten; nothing else is."""
+    from cdp.models import MergeEvent, Profile as P
+    from identity.rebuild import rebuild
+
+    _demo(any_runtime, tmp_path)
+    _, ids = _partition(any_runtime)
+    with any_runtime.session() as s:
+        pid, held = s.execute(select(SourceRecord.profile_id, func.count()).group_by(SourceRecord.profile_id)
+                              .having(func.count() >= 3).order_by(SourceRecord.profile_id).limit(1)).one()
+        torn = s.scalars(select(SourceRecord.id).where(SourceRecord.profile_id == pid).order_by(SourceRecord.id)).first()
+        key_id, _ = any_runtime.keys(s).create()
+        s.add(P(id="torn-off", key_id=key_id, provenance={}, record_count=1, status="active"))
+        s.flush()
+        s.execute(SourceRecord.__table__.update().where(SourceRecord.id == torn).values(profile_id="torn-off"))
+        other = s.scalars(select(SourceRecord.id).where(SourceRecord.profile_id != pid)
+                          .order_by(SourceRecord.id)).first()
+        rule = s.get(SourceRecord, other).link_rule
+        s.execute(SourceRecord.__table__.update().where(SourceRecord.id == other).values(link_rule="tampered"))
+    stats = rebuild(any_runtime)
+    assert stats["changed_records"] == 1
+    assert _partition(any_runtime)[1] == ids  # every record back where it was
+    with any_runtime.session() as s:
+        assert s.get(SourceRecord, torn).profile_id == pid
+        gone = s.get(P, "torn-off")
+        assert (gone.status, gone.merged_into) == ("merged", pid)
+        assert s.scalar(select(func.count()).select_from(MergeEvent).where(MergeEvent.other_profile_id == "torn-off",
+                                                                           MergeEvent.rule == "rebuild")) == 1
+        assert s.get(P, pid).record_count == held
+        assert s.get(SourceRecord, other).link_rule == rule
+
+
 def test_rebuild_on_rq_workers_gives_the_same_clusters(tmp_path, redis_url):
     """Phase 1 runs as rq jobs on a real worker process."""
     import os
