@@ -13,7 +13,8 @@ a new model, new rules) in two phases.
    profile's records (consent and history stay attached).
 
 Memory is bounded by the slice size in phase 1 and by a few integers per
-record in phase 2; no personal data leaves the database in clear.
+record in phase 2 (evidence is read back from `rebuild_edges` when links are
+written); no personal data leaves the database in clear.
 """
 from __future__ import annotations
 
@@ -126,20 +127,24 @@ def compute_edges_job(run: str, record_ids: list[str]) -> int:
     return compute_edges(_worker_runtime(), run, record_ids)
 
 
+_NONE: frozenset = frozenset()
+
+
 class _Components:
     """Union-find over record positions with the guards incremental resolution applies."""
 
     def __init__(self):
         self.parent: dict[int, int] = {}
         self.first: dict[int, int] = {}            # root -> position of its first record (creation order)
-        self.cpfs: dict[int, set[bytes]] = {}
-        self.tokens: dict[int, set[tuple]] = {}    # cannot-link tokens (link id, side)
+        # Frozen sets, the empty one shared: most records hold no CPF and no cannot-link.
+        self.cpfs: dict[int, frozenset[bytes]] = {}
+        self.tokens: dict[int, frozenset[tuple]] = {}    # cannot-link tokens (link id, side)
 
     def add(self, pos: int, cpfs: set[bytes], tokens: set[tuple]) -> None:
         self.parent[pos] = pos
         self.first[pos] = pos
-        self.cpfs[pos] = set(cpfs)
-        self.tokens[pos] = set(tokens)
+        self.cpfs[pos] = frozenset(cpfs) if cpfs else _NONE
+        self.tokens[pos] = frozenset(tokens) if tokens else _NONE
 
     def find(self, x: int) -> int:
         root = x
@@ -160,11 +165,13 @@ class _Components:
 
 
 def cluster(runtime: Runtime, run: str, order: list[str], progress=None):
-    """Phase 2: returns (position -> root, position -> (rule, details), review pairs)."""
+    """Phase 2: returns (position -> root, position -> (rule, position of the
+    matched record or -1), review pairs). Evidence stays in `rebuild_edges`
+    until written: held for a million records it would not fit."""
     pos = {rid: i for i, rid in enumerate(order)}
     comps = _Components()
-    link: dict[int, tuple[str, dict]] = {}
-    reviews: list[tuple[str, str, float, dict]] = []
+    link: dict[int, tuple[str, int]] = {}
+    et = RebuildEdge.__table__  # plain rows: ORM objects would cost more than the clustering
     with runtime.session() as session:
         profile_tokens: dict[str, set[tuple]] = defaultdict(set)
         for k, (a, b) in enumerate(session.execute(select(CannotLink.profile_a, CannotLink.profile_b))):
@@ -182,9 +189,8 @@ def cluster(runtime: Runtime, run: str, order: list[str], progress=None):
                 current[rid] = pid
                 received.append(at)
             edges: dict[str, list] = defaultdict(list)
-            et = RebuildEdge.__table__  # plain rows: ORM objects would cost more than the clustering
             for e in session.execute(select(et.c.record_id, et.c.other_id, et.c.rule, et.c.rank, et.c.probability,
-                                            et.c.review, et.c.details)
+                                            et.c.review)
                                      .where(et.c.run == run,  # the slice's order range: an index range scan
                                             et.c.record_order.between(min(received), max(received)),
                                             among(session, et.c.record_id, part))):
@@ -214,25 +220,25 @@ def cluster(runtime: Runtime, run: str, order: list[str], progress=None):
                     acc |= theirs
                 if chosen:
                     first_edge = chosen[0][1]
-                    link[me] = (first_edge.rule, {**first_edge.details, "matched_record": first_edge.other_id})
+                    link[me] = (first_edge.rule, pos[first_edge.other_id])
                     target = min((r for r, _ in chosen), key=lambda r: comps.first[r])
                     for r, _ in chosen:
                         if r != target:
                             comps.union_into(target, r)
                     comps.union_into(target, me)
                 else:
-                    link[me] = ("new_profile", {})
-                for e in edges.get(rid, ()):
-                    if e.review:
-                        reviews.append((rid, e.other_id, e.probability, e.details))
+                    link[me] = ("new_profile", -1)
             if progress:
                 progress(len(part))
+        reviews = [tuple(row) for row in session.execute(
+            select(et.c.record_id, et.c.other_id, et.c.probability, et.c.details)
+            .where(et.c.run == run, et.c.review.is_(True)).order_by(et.c.record_order, et.c.record_id))]
     roots = {i: comps.find(i) for i in range(len(order))}
     return roots, link, reviews
 
 
-def apply_clusters(runtime: Runtime, order: list[str], roots: dict[int, int], link: dict, reviews: list,
-                   progress=None) -> dict:
+def apply_clusters(runtime: Runtime, run: str, order: list[str], roots: dict[int, int], link: dict,
+                   reviews: list, progress=None) -> dict:
     """Write the clusters: keep each profile id where it still holds most of
     its records; everything else becomes a merge into the survivor."""
     members: dict[int, list[int]] = defaultdict(list)
@@ -279,12 +285,22 @@ def apply_clusters(runtime: Runtime, order: list[str], roots: dict[int, int], li
                              link_details=bindparam("b_details"), status="resolved"))
         for start in range(0, len(order), 5000):
             part = order[start:start + 5000]
-            stored = {rid: (rule, details, state) for rid, rule, details, state in session.execute(
-                select(sr.c.id, sr.c.link_rule, sr.c.link_details, sr.c.status).where(among(session, sr.c.id, part)))}
+            stored, received = {}, []
+            for rid, rule, details, state, at in session.execute(
+                    select(sr.c.id, sr.c.link_rule, sr.c.link_details, sr.c.status, sr.c.received_at)
+                    .where(among(session, sr.c.id, part))):
+                stored[rid] = (rule, details, state)
+                received.append(at)
+            et = RebuildEdge.__table__
+            evidence = {(rid, other): details for rid, other, details in session.execute(
+                select(et.c.record_id, et.c.other_id, et.c.details)
+                .where(et.c.run == run, et.c.record_order.between(min(received), max(received)),
+                       among(session, et.c.record_id, part)))}
             rows = []
             for i, rid in enumerate(part, start):
                 pid = assignment[roots[i]]
-                rule, details = link[i]
+                rule, matched = link[i]
+                details = {} if matched < 0 else {**evidence[rid, order[matched]], "matched_record": order[matched]}
                 if current.get(rid) != pid:
                     stats["changed_records"] += 1
                     touched.update(p for p in (current.get(rid), pid) if p)
@@ -410,7 +426,7 @@ def rebuild(runtime: Runtime, progress=None, wait_timeout: float = 24 * 3600, re
     edges_seconds = time.perf_counter() - started
     roots, link, reviews = cluster(runtime, run, order,
                                    progress=(lambda n: progress("clusters", n)) if progress else None)
-    stats = apply_clusters(runtime, order, roots, link, reviews)
+    stats = apply_clusters(runtime, run, order, roots, link, reviews)
     with runtime.session() as session:
         session.execute(delete(RebuildEdge).where(RebuildEdge.run == run))
         session.execute(delete(RebuildKey).where(RebuildKey.run == run))

@@ -211,6 +211,10 @@ def test_rebuild_repairs_links_a_broken_run_left(any_runtime, tmp_path):
     assert _partition(any_runtime)[1] == ids  # every record back where it was
     with any_runtime.session() as s:
         assert s.get(SourceRecord, torn).profile_id == pid
+        members = set(s.scalars(select(SourceRecord.id).where(SourceRecord.profile_id == pid)))
+        evidence = [r.link_details for r in s.scalars(select(SourceRecord).where(SourceRecord.profile_id == pid))
+                    if r.link_rule != "new_profile"]
+        assert evidence and all(d["matched_record"] in members for d in evidence)  # the evidence came back too
         gone = s.get(P, "torn-off")
         assert (gone.status, gone.merged_into) == ("merged", pid)
         assert s.scalar(select(func.count()).select_from(MergeEvent).where(MergeEvent.other_profile_id == "torn-off",
