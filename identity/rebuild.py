@@ -22,14 +22,14 @@ import time
 import uuid
 from collections import Counter, defaultdict
 
-from sqlalchemy import Row, and_, bindparam, case, delete, func, insert, literal, or_, select, text, update
+from sqlalchemy import Row, and_, bindparam, case, delete, func, insert, literal, select, text, update
 
 from cdp.models import CannotLink, Identifier, MergeEvent, Profile, SourceRecord, new_id
-from cdp.store import Runtime, among
+from cdp.store import Runtime, among, insert_rows
 from identity.features import KEYS_VERSION
 from identity.models import LabelledPair, RebuildEdge, RebuildKey, ReviewItem
 from identity.pairs import Edge, decide
-from identity.resolve import Resolver, active_model, load_features
+from identity.resolve import MATCHABLE, Resolver, active_model, load_features
 
 SLICE = 1000
 
@@ -51,7 +51,7 @@ def rank_keys(runtime: Runtime, run: str) -> int:
                func.row_number().over(partition_by=i.c.blind_index, order_by=(sr.c.received_at, sr.c.id)).label("n"),
                func.count().over(partition_by=i.c.blind_index).label("holders"))
         .join(sr, sr.c.id == i.c.record_id)
-        .where(or_(i.c.strong.is_(True), i.c.kind.like("bk:%")))
+        .where(MATCHABLE)
         .subquery()
     )
     with runtime.session() as session:
@@ -116,8 +116,7 @@ def compute_edges(runtime: Runtime, run: str, record_ids: list[str]) -> int:
                 rows.append(dict(run=run, record_id=record.id, record_order=record.received_at, other_id=rid,
                                  rule=edge.rule, rank=edge.rank, probability=edge.probability, review=edge.review,
                                  details=edge.details))
-        if rows:
-            session.execute(insert(RebuildEdge.__table__), rows)
+        insert_rows(session, RebuildEdge.__table__, rows)
         return len(rows)
 
 
@@ -357,7 +356,6 @@ def refresh_keys(runtime: Runtime, record_ids: list[str], progress=None) -> int:
     data key was destroyed (erased) keep the rows they have. Returns records done."""
     from cdp import crypto
     from cdp.ingest import identifier_rows
-    from cdp.store import insert_rows
 
     done = 0
     for start in range(0, len(record_ids), SLICE):

@@ -195,6 +195,14 @@ def _record_info(record: SourceRecord, trust: int) -> golden_mod.RecordInfo:
     return golden_mod.RecordInfo(record.id, record.source, trust, record.observed_at)
 
 
+def matchable(ident) -> bool:
+    """Whether an identifier finds candidates: a strong identifier or a blocking key."""
+    return ident.strong or ident.kind.startswith("bk:")
+
+
+# The same test in SQL (written out in _HOLDERS_PG too).
+MATCHABLE = or_(Identifier.__table__.c.strong.is_(True), Identifier.__table__.c.kind.like("bk:%"))
+
 # Resolved records holding each blocking key, at most `lim` (cap + 1) per key:
 # LATERAL ... LIMIT stops reading a crowded key's index entries there.
 _HOLDERS_PG = text("""
@@ -225,7 +233,7 @@ def holders(session: Session, caps: dict[bytes, int]) -> dict[bytes, list[tuple[
                 select(i.c.blind_index, sr.c.id, sr.c.profile_id,
                        func.row_number().over(partition_by=i.c.blind_index, order_by=sr.c.id).label("n"))
                 .join(sr, sr.c.id == i.c.record_id)
-                .where(i.c.blind_index.in_(part), or_(i.c.strong.is_(True), i.c.kind.like("bk:%")),
+                .where(i.c.blind_index.in_(part), MATCHABLE,
                        sr.c.profile_id.is_not(None))
                 .subquery()
             )
@@ -295,7 +303,7 @@ class Resolver:
     # -- prefetch ----------------------------------------------------------
     def _prefetch(self, records: list) -> None:
         caps = {i.blind_index: self.settings.block_cap(i.kind)
-                for r in records for i in r.identifiers if i.strong or i.kind.startswith("bk:")}
+                for r in records for i in r.identifiers if matchable(i)}
         known = crowded_keys(self.settings.database_url)
         self._crowded = {bi for bi, cap in caps.items() if cap <= known.get(bi, -1)}
         for bi, found in holders(self.session, {bi: cap for bi, cap in caps.items() if bi not in self._crowded}).items():
@@ -391,7 +399,7 @@ class Resolver:
         """Decided pairs between this record and the records it can meet."""
         shared: dict[str, set[str]] = {}
         for ident in record.identifiers:
-            if ident.blind_index in self._crowded or not (ident.strong or ident.kind.startswith("bk:")):
+            if ident.blind_index in self._crowded or not matchable(ident):
                 continue
             rids = self._index.get(ident.blind_index, ())
             if len(rids) > self.settings.block_cap(ident.kind):
@@ -519,7 +527,7 @@ class Resolver:
         self._record_profile[record.id] = profile.id
         self._features[record.id] = f
         for ident in record.identifiers:
-            if ident.strong or ident.kind.startswith("bk:"):
+            if matchable(ident):
                 self._index.setdefault(ident.blind_index, []).append(record.id)
             if ident.strong and ident.kind == "cpf":
                 self._cpfs.setdefault(profile.id, set()).add(ident.blind_index)
