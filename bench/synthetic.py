@@ -41,8 +41,19 @@ def run_cdp(people: int, database_url: str | None, data_dir: Path) -> dict:
         runtime = make_runtime(make_settings(Path(tmp) / "instance", database_url))
 
         class Bar:
+            """Progress every 50,000 records (to stderr): throughput of the last
+            window and resident memory, to show neither degrades as the base grows."""
+
+            done, mark, last = 0, 0, time.perf_counter()
+
             def update(self, n):
-                pass
+                self.done += n
+                if self.done - self.mark >= 50_000:
+                    now = time.perf_counter()
+                    rss = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") >> 20
+                    print(f"progress records={self.done} window_rec_s={(self.done - self.mark) / (now - self.last):.0f}"
+                          f" rss_mb={rss}", file=sys.stderr, flush=True)
+                    self.done, self.mark, self.last = self.done, self.done, now
 
         t0 = time.perf_counter()
         for data, mapping in ds.files:
@@ -50,6 +61,7 @@ def run_cdp(people: int, database_url: str | None, data_dir: Path) -> dict:
             ingest_connector(runtime, FileSource(config), quiet=True, bar=Bar())
         incremental = time.perf_counter() - t0
         peak_incremental = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"progress incremental done in {incremental:.0f} s", file=sys.stderr, flush=True)
         truth = read_truth(ds.truth_path)
         score = pairwise({(s, e): p for s, e, p in iter_links(runtime)}, truth).as_dict()
         # What an operator does after the first load: train on the data,
@@ -58,8 +70,10 @@ def run_cdp(people: int, database_url: str | None, data_dir: Path) -> dict:
         train(runtime)
         train_s = time.perf_counter() - t1
         t2 = time.perf_counter()
+        print(f"progress trained in {train_s:.0f} s", file=sys.stderr, flush=True)
         stats = rebuild(runtime)
         rebuild_s = time.perf_counter() - t2
+        print(f"progress rebuilt in {rebuild_s:.0f} s", file=sys.stderr, flush=True)
         trained = pairwise({(s, e): p for s, e, p in iter_links(runtime)}, truth).as_dict()
     return {"records": ds.records, "incremental_s": round(incremental, 1),
             "records_per_s": round(ds.records / incremental, 1), "peak_mb_incremental": round(peak_incremental),

@@ -150,6 +150,7 @@ class Appender:
         self._origins: dict[bytes, LedgerEntry] = {}
         self._key_rows: dict[str, ConsentSubjectKey | None] = {}
         self._prefetched: set[str] = set()
+        self.unknown_purposes = 0  # signals skipped for a purpose the registry does not know
 
     def prefetch(self, subject_ids: Iterable[str]) -> None:
         """Load the states and consent keys of many subjects with a few
@@ -358,6 +359,7 @@ def ingest_signals(session: Session, keys: KeyStore, profile_id: str, record_id:
         purpose = appender.registry.find(signal.get("purpose", ""), basis)
         if purpose is None:
             skipped += 1
+            appender.unknown_purposes += 1
             continue
         occurred = signal.get("occurred_at")
         occurred_at = datetime.fromisoformat(occurred) if isinstance(occurred, str) else occurred
@@ -368,9 +370,9 @@ def ingest_signals(session: Session, keys: KeyStore, profile_id: str, record_id:
                                   occurred_at=occurred_at, evidence=evidence, declared_basis=basis,
                                   record_id=record_id, origin_key=origin, origin_checked=True)
         added += created
-    if skipped:
-        log.warning("consent signals for unknown purposes skipped record=%s count=%d", record_id, skipped)
     if own:
+        if skipped:
+            log.warning("consent signals for unknown purposes skipped record=%s count=%d", record_id, skipped)
         appender.flush()
     return added
 
@@ -400,6 +402,9 @@ def ingest_record_signals(session: Session, keys: KeyStore, records: Iterable[So
     for rec, signals in carrying:
         added += ingest_signals(session, keys, rec.profile_id, rec.id, signals, collector=f"source:{rec.source}",
                                 appender=appender, recorded=recorded)
+    if appender.unknown_purposes:  # one line per chunk, not one per record (a backfill would flood the log)
+        log.warning("consent signals for unknown purposes skipped=%d of records=%d (`cdp consent backfill` "
+                    "records them once the purpose exists)", appender.unknown_purposes, len(carrying))
     appender.flush()
     return added
 

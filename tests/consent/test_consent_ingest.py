@@ -87,6 +87,18 @@ def test_source_names_for_purposes_and_bases_are_mapped(crt):
     assert {e.subject_id for e in entries(crt)} == {pid}
 
 
+def test_unknown_purposes_are_reported_once_per_chunk(crt, caplog):
+    unknown = {"purpose": "sms_marketing", "status": "granted", "legal_basis": "consent"}
+    batch = [record(f"SMS-{n}", email=f"p{n}@example.com", consents=[unknown]) for n in range(6)]
+    with caplog.at_level("WARNING", logger="consent.ledger"):
+        ingest_batch(crt, "rd_station", batch)
+    lines = [r.getMessage() for r in caplog.records if "unknown purposes" in r.getMessage()]
+    # One line for the resolution chunk (a backfill of a million records would otherwise log a million).
+    assert lines == ["consent signals for unknown purposes skipped=6 of records=6 "
+                     "(`cdp consent backfill` records them once the purpose exists)"]
+    assert entries(crt) == []
+
+
 def test_consents_follow_merges_to_the_survivor_and_back_on_undo(crt):
     a = ingest_batch(crt, "crm", [record("A", cpf=CPF_A)]).results[0].record_id
     b = ingest_batch(crt, "forms", [record("B", email="bia@example.com", consents=[GRANT])]).results[0].record_id
