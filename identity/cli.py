@@ -55,10 +55,15 @@ def evaluate(truth):
               help="Skip the key refresh (records an older release indexed are re-derived first by default).")
 def rebuild(keep_keys):
     """Re-resolve every record from scratch (parallel on rq workers when REDIS_URL is set)."""
-    from identity.rebuild import ordered_ids, rebuild as do_rebuild
+    from cdp.cli import UserError
+    from sqlalchemy import func, select
+
+    from cdp.models import SourceRecord
+    from identity.rebuild import RebuildBusy, rebuild as do_rebuild
 
     runtime = _runtime()
-    total = len(ordered_ids(runtime))
+    with runtime.session() as session:
+        total = session.scalar(select(func.count()).select_from(SourceRecord))
     bars = {}
 
     def progress(phase, n):
@@ -66,9 +71,13 @@ def rebuild(keep_keys):
             bars[phase] = tqdm(total=total, desc=phase, unit="rec", file=sys.stderr)
         bars[phase].update(n)
 
-    stats = do_rebuild(runtime, progress=progress, rekey=not keep_keys)
-    for bar in bars.values():
-        bar.close()
+    try:
+        stats = do_rebuild(runtime, progress=progress, rekey=not keep_keys)
+    except RebuildBusy as exc:
+        raise UserError(str(exc)) from None
+    finally:
+        for bar in bars.values():
+            bar.close()
     click.echo(json.dumps(stats, indent=2))
 
 

@@ -18,11 +18,16 @@ written); no personal data leaves the database in clear.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import logging
 import time
 import uuid
 from collections import Counter, defaultdict
+from pathlib import Path
 
 from sqlalchemy import Row, and_, bindparam, case, delete, func, insert, literal, select, text, update
+from sqlalchemy.exc import DBAPIError
 
 from cdp.models import CannotLink, Identifier, MergeEvent, Profile, SourceRecord, new_id
 from cdp.store import Runtime, among, insert_rows
@@ -32,6 +37,58 @@ from identity.pairs import Edge, decide
 from identity.resolve import MATCHABLE, Resolver, active_model, load_features
 
 SLICE = 1000
+REBUILD_LOCK_ID = 0x72626C64  # "rbld"
+
+log = logging.getLogger(__name__)
+
+
+class RebuildBusy(RuntimeError):
+    """Another rebuild of this database is running."""
+
+    def __init__(self):
+        super().__init__("another `cdp identity rebuild` is running on this database; wait for it to finish")
+
+
+@contextlib.contextmanager
+def exclusive(runtime: Runtime):
+    """Hold the database's rebuild lock for the whole run, so two rebuilds
+    never rewrite the same links at once; then clear what a crashed run left
+    in the scratch tables (nothing else can be using them). The lock goes with
+    the process: a PostgreSQL session advisory lock on a connection of its
+    own, or an flock on a file beside the SQLite database."""
+    url = runtime.engine.url
+    if url.get_backend_name() == "postgresql":
+        with runtime.engine.connect() as conn:
+            if not conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": REBUILD_LOCK_ID}):
+                raise RebuildBusy()
+            conn.commit()
+            try:
+                _clear_scratch(runtime)
+                yield
+            finally:  # explicitly: the pooled connection (and its session's lock) outlives close()
+                with contextlib.suppress(DBAPIError):  # a lost connection took the lock with it
+                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": REBUILD_LOCK_ID})
+                    conn.commit()
+        return
+    in_memory = url.database in (None, "", ":memory:")
+    lock = open(runtime.settings.instance_path / "rebuild.lock" if in_memory
+                else Path(url.database).with_suffix(".rebuild-lock"), "w")
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RebuildBusy() from None
+        _clear_scratch(runtime)
+        yield
+    finally:
+        lock.close()
+
+
+def _clear_scratch(runtime: Runtime) -> None:
+    with runtime.session() as session:
+        left = session.execute(delete(RebuildEdge)).rowcount + session.execute(delete(RebuildKey)).rowcount
+    if left:
+        log.warning("rebuild: cleared rows=%d an interrupted rebuild left behind", left)
 
 
 def ordered_ids(runtime: Runtime) -> list[str]:
@@ -385,6 +442,12 @@ def refresh_keys(runtime: Runtime, record_ids: list[str], progress=None) -> int:
 
 
 def rebuild(runtime: Runtime, progress=None, wait_timeout: float = 24 * 3600, rekey: bool = True) -> dict:
+    """Raises RebuildBusy when another rebuild of the database is running."""
+    with exclusive(runtime):
+        return _rebuild(runtime, progress, wait_timeout, rekey)
+
+
+def _rebuild(runtime: Runtime, progress, wait_timeout: float, rekey: bool) -> dict:
     run = str(uuid.uuid4())
     order = ordered_ids(runtime)
     if rekey:  # keys first: the clusters must come from what this release would index

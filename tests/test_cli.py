@@ -124,6 +124,21 @@ def test_identity_rebuild_rekeys_first_unless_told_the_keys_are_current(instance
     assert run_cdp(instance, "links").stdout == before
 
 
+def test_identity_rebuild_refuses_to_run_twice_at_once(instance):
+    from cdp.config import Settings
+    from cdp.crypto import Keyring
+    from cdp.store import Runtime
+    from identity.rebuild import exclusive
+
+    settings = Settings.from_env({"CDP_INSTANCE_PATH": str(instance)})
+    with exclusive(Runtime(settings, Keyring.load_or_create(settings))):  # a rebuild in another process
+        proc = run_cdp(instance, "identity", "rebuild", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: another `cdp identity rebuild` is running on this database; wait for it to finish")
+    assert json.loads(run_cdp(instance, "identity", "rebuild").stdout)["changed_records"] == 0  # free again
+
+
 def test_ingest_reports_rejected_rows_by_position(instance, tmp_path):
     data = write_jsonl(tmp_path / "r.jsonl", [{"source": "erp", "external_id": "E1", "identifiers": {"email": "a@b.com"}}])
     with open(data, "a") as fh:

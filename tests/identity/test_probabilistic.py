@@ -223,6 +223,35 @@ def test_rebuild_repairs_links_a_broken_run_left(any_runtime, tmp_path):
         assert s.get(SourceRecord, other).link_rule == rule
 
 
+def test_one_rebuild_at_a_time_and_a_crashed_run_is_cleared(any_runtime, tmp_path):
+    """The rebuild lock is real (a PostgreSQL advisory lock on its own
+    connection, an flock beside the SQLite file): a second rebuild is refused
+    while one runs; the next run clears the scratch rows a crashed run left."""
+    from datetime import datetime, timezone
+
+    from identity.models import RebuildEdge, RebuildKey
+    from identity.rebuild import RebuildBusy, exclusive, rebuild
+
+    _demo(any_runtime, tmp_path, people=50)
+    before, _ = _partition(any_runtime)
+    with exclusive(any_runtime):  # a rebuild running (in another process), its scratch rows written
+        with any_runtime.session() as s:
+            s.add(RebuildKey(run="running", blind_index=b"k" * 16, n=1, record_id="r1", kind="email", strong=True))
+            s.add(RebuildEdge(run="running", record_id="r1", record_order=datetime.now(timezone.utc), other_id="r2",
+                              rule="same_email", rank=1, probability=1.0, review=False, details={}))
+        with pytest.raises(RebuildBusy, match="another `cdp identity rebuild` is running"):
+            rebuild(any_runtime)
+        with any_runtime.session() as s:  # the refused run left the running one's rows alone
+            assert s.scalar(select(func.count()).select_from(RebuildKey)) == 1
+            assert s.scalar(select(func.count()).select_from(RebuildEdge)) == 1
+    # The running one died without cleaning up: the next run clears its rows.
+    stats = rebuild(any_runtime)
+    assert stats["changed_records"] == 0 and _partition(any_runtime)[0] == before
+    with any_runtime.session() as s:
+        assert s.scalar(select(func.count()).select_from(RebuildKey)) == 0
+        assert s.scalar(select(func.count()).select_from(RebuildEdge)) == 0
+
+
 def test_rebuild_on_rq_workers_gives_the_same_clusters(tmp_path, redis_url):
     """Phase 1 runs as rq jobs on a real worker process."""
     import os
