@@ -6,7 +6,8 @@ Two passes, both bounded:
   encrypted attributes of survey and complaint events decrypted chunk by
   chunk (keys preloaded per chunk, forgotten after it);
 * across the base, in SQL only: RFM quintiles (NTILE) and LTV (which needs
-  the base's average customer lifetime).
+  the base's average customer lifetime: running totals in `metrics_totals`,
+  adjusted by each recompute, recounted by the base-wide pass).
 Recomputed for the profiles touched by resolution (identity/resolve.py:
 first pass and their LTV) and for everyone by `cdp metrics refresh` (both).
 """
@@ -22,7 +23,7 @@ from typing import Iterable
 from sqlalchemy import Float, Numeric, case, cast, delete, exists, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
-from activation.models import ProfileMetrics
+from activation.models import MetricsTotals, ProfileMetrics
 from cdp import crypto
 from cdp.config import ConfigError
 from cdp.models import Event, Profile, SourceRecord, utcnow
@@ -95,25 +96,44 @@ def recompute(session: Session, keys: KeyStore, profile_ids: Iterable[str], now:
     ids = list(dict.fromkeys(profile_ids))
     written = 0
     _lock(session)
+    pm = ProfileMetrics.__table__
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start:start + CHUNK]
         active = list(session.scalars(select(Profile.id).where(among(session, Profile.id, chunk), Profile.status == "active")))
-        session.execute(delete(ProfileMetrics).where(among(session, ProfileMetrics.profile_id, chunk)))
-        if not active:
-            continue
+        before = session.execute(select(func.count(), func.coalesce(func.sum(pm.c.lifetime_days), 0))
+                                 .where(among(session, pm.c.profile_id, chunk), pm.c.purchase_count > 0)).one()
+        session.execute(delete(pm).where(among(session, pm.c.profile_id, chunk)))
         rows = {pid: _empty(pid, now) for pid in active}
-        purchases = session.execute(
-            select(Event.profile_id, func.count(), func.sum(Event.amount), func.min(Event.occurred_at),
-                   func.max(Event.occurred_at))
-            .where(among(session, Event.profile_id, active), Event.type == PURCHASE).group_by(Event.profile_id))
-        for pid, count, total, first, last in purchases:
-            _purchases(rows[pid], count, total, first, last, now, churn_days)
-        _attributes(session, keys, active, rows)
-        keys.forget()  # bounded: keys of one chunk at a time
-        # Core, not ORM: the ORM splits rows by which columns are None (hundreds of statements).
-        session.execute(insert(ProfileMetrics.__table__), list(rows.values()))
-        written += len(rows)
+        if active:
+            purchases = session.execute(
+                select(Event.profile_id, func.count(), func.sum(Event.amount), func.min(Event.occurred_at),
+                       func.max(Event.occurred_at))
+                .where(among(session, Event.profile_id, active), Event.type == PURCHASE).group_by(Event.profile_id))
+            for pid, count, total, first, last in purchases:
+                _purchases(rows[pid], count, total, first, last, now, churn_days)
+            _attributes(session, keys, active, rows)
+            keys.forget()  # bounded: keys of one chunk at a time
+            # Core, not ORM: the ORM splits rows by which columns are None (hundreds of statements).
+            session.execute(insert(pm), list(rows.values()))
+            written += len(rows)
+        buyers = [r["lifetime_days"] for r in rows.values() if r["purchase_count"] > 0]
+        _add_to_totals(session, len(buyers) - before[0], sum(buyers) - int(before[1]))
     return written
+
+
+def _add_to_totals(session: Session, purchasers: int, lifetime_days: int) -> None:
+    if purchasers or lifetime_days:
+        t = MetricsTotals.__table__
+        session.execute(update(t).where(t.c.id == 1).values(purchasers=t.c.purchasers + purchasers,
+                                                            lifetime_days=t.c.lifetime_days + lifetime_days))
+
+
+def _recount_totals(session: Session) -> None:
+    """Totals from the table itself (the base-wide pass; also heals any drift)."""
+    pm, t = ProfileMetrics.__table__, MetricsTotals.__table__
+    purchasers, days = session.execute(select(func.count(), func.coalesce(func.sum(pm.c.lifetime_days), 0))
+                                       .where(pm.c.purchase_count > 0)).one()
+    session.execute(update(t).where(t.c.id == 1).values(purchasers=purchasers, lifetime_days=days))
 
 
 def _lock(session: Session) -> None:
@@ -212,6 +232,7 @@ def refresh_scores(session: Session) -> None:
                     .values(r_score=ranked.c.r, f_score=ranked.c.f, m_score=ranked.c.m))
     session.execute(update(pm).where(pm.c.purchase_count == 0)
                     .values(r_score=None, f_score=None, m_score=None, ltv=None))
+    _recount_totals(session)
     update_ltv(session)
 
 
@@ -228,10 +249,10 @@ def update_ltv(session: Session, profile_ids: list[str] | None = None) -> None:
 
 def average_lifetime_years(session: Session) -> float:
     """Average customer lifetime of the base, in years (365 days): the mean
-    of lifetime_days over profiles with at least one purchase."""
-    pm = ProfileMetrics.__table__
-    days = session.scalar(select(func.avg(pm.c.lifetime_days)).where(pm.c.purchase_count > 0))
-    return float(days or 0) / 365
+    of lifetime_days over profiles with at least one purchase (from the
+    running totals: one row, not a scan of the base)."""
+    totals = session.get(MetricsTotals, 1, populate_existing=True)
+    return totals.lifetime_days / totals.purchasers / 365 if totals and totals.purchasers else 0.0
 
 
 # -- entry points -----------------------------------------------------------------------------

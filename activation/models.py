@@ -5,10 +5,22 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, Numeric, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, Numeric, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cdp.models import Base, UTCDateTime, utcnow
+
+
+class MetricsTotals(Base):
+    """Running totals over `profile_metrics` (one row, id 1), kept by delta
+    at every recompute: LTV needs the base's average customer lifetime, and
+    scanning every profile's metrics for it on each resolution chunk made
+    incremental work grow with the base (migration 0010)."""
+
+    __tablename__ = "metrics_totals"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    purchasers: Mapped[int] = mapped_column(BigInteger, default=0)  # profiles with at least one purchase
+    lifetime_days: Mapped[int] = mapped_column(BigInteger, default=0)  # sum of their lifetime_days
 
 
 class ProfileMetrics(Base):

@@ -21,9 +21,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import multiprocessing
+import os
 import time
 import uuid
 from collections import Counter, defaultdict
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from sqlalchemy import Row, and_, bindparam, case, delete, func, insert, literal, select, text, update
@@ -84,10 +87,11 @@ def exclusive(runtime: Runtime):
         lock.close()
 
 
-def _clear_scratch(runtime: Runtime) -> None:
+def _clear_scratch(runtime: Runtime, finished: bool = False) -> None:
+    # Whole tables, no WHERE: SQLite then frees the pages at once instead of row by row.
     with runtime.session() as session:
         left = session.execute(delete(RebuildEdge)).rowcount + session.execute(delete(RebuildKey)).rowcount
-    if left:
+    if left and not finished:
         log.warning("rebuild: cleared rows=%d an interrupted rebuild left behind", left)
 
 
@@ -175,6 +179,39 @@ def compute_edges(runtime: Runtime, run: str, record_ids: list[str]) -> int:
                                  details=edge.details))
         insert_rows(session, RebuildEdge.__table__, rows)
         return len(rows)
+
+
+def _edges_in_processes(runtime: Runtime, run: str, slices: list[list[str]], progress=None) -> None:
+    """Phase 1 without rq: slices spread over local processes (one per core
+    unless `CDP_REBUILD_PROCESSES` says otherwise), or in this process when
+    one is enough. Each process opens its own database connections."""
+    processes = min(runtime.settings.rebuild_processes or len(os.sched_getaffinity(0)), len(slices))
+    if processes <= 1:
+        for part in slices:
+            compute_edges(runtime, run, part)
+            if progress:
+                progress("edges", len(part))
+        return
+    # spawn, not fork: a forked child would share this process's pooled connections.
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_start_edge_process, initargs=(runtime.settings, runtime.keyring)) as pool:
+        pending = {pool.submit(_edges_in_this_process, run, part): len(part) for part in slices}
+        for done in as_completed(pending):
+            done.result()  # a failed slice fails the rebuild before anything is rewritten
+            if progress:
+                progress("edges", pending[done])
+
+
+_PROCESS_RUNTIME: Runtime | None = None
+
+
+def _start_edge_process(settings, keyring) -> None:
+    global _PROCESS_RUNTIME
+    _PROCESS_RUNTIME = Runtime(settings, keyring)
+
+
+def _edges_in_this_process(run: str, record_ids: list[str]) -> int:
+    return compute_edges(_PROCESS_RUNTIME, run, record_ids)
 
 
 def compute_edges_job(run: str, record_ids: list[str]) -> int:
@@ -480,17 +517,12 @@ def _rebuild(runtime: Runtime, progress, wait_timeout: float, rekey: bool) -> di
                 raise TimeoutError("rebuild: workers did not finish in time (is `cdp worker` running?)")
             time.sleep(0.2)
     else:
-        for part in slices:
-            compute_edges(runtime, run, part)
-            if progress:
-                progress("edges", len(part))
+        _edges_in_processes(runtime, run, slices, progress)
     edges_seconds = time.perf_counter() - started
     roots, link, reviews = cluster(runtime, run, order,
                                    progress=(lambda n: progress("clusters", n)) if progress else None)
     stats = apply_clusters(runtime, run, order, roots, link, reviews)
-    with runtime.session() as session:
-        session.execute(delete(RebuildEdge).where(RebuildEdge.run == run))
-        session.execute(delete(RebuildKey).where(RebuildKey.run == run))
+    _clear_scratch(runtime, finished=True)  # the lock is ours: every scratch row is this run's
     stats.update(edges_seconds=round(edges_seconds, 2), seconds=round(time.perf_counter() - started, 2),
                  reviews=len(reviews))
     return stats

@@ -185,6 +185,22 @@ def test_batch_rebuild_gives_the_incremental_clusters(any_runtime, tmp_path):
     assert ids_after == ids_before  # profile ids (and what hangs on them) survive a rebuild
 
 
+def test_rebuild_in_local_processes_gives_the_incremental_clusters(tmp_path, backend, monkeypatch):
+    """Without rq, phase 1 runs in a pool of spawned processes, each with its
+    own connections (SQLite's writers take turns); the clusters are the same."""
+    import identity.rebuild as rb
+    from tests.conftest import make_runtime, make_settings
+
+    runtime = make_runtime(make_settings(tmp_path / "instance", backend, rebuild_processes=2))
+    _demo(runtime, tmp_path, people=120)
+    before, ids_before = _partition(runtime)
+    monkeypatch.setattr(rb, "SLICE", 60)  # several slices per process from a small data set
+    slices = []
+    stats = rb.rebuild(runtime, progress=lambda phase, n: slices.append(n) if phase == "edges" else None)
+    assert len(slices) > 4 and sum(slices) == stats["records"]
+    assert _partition(runtime) == (before, ids_before) and stats["changed_records"] == 0
+
+
 def test_rebuild_repairs_links_a_broken_run_left(any_runtime, tmp_path):
     """A profile's records torn apart (as by an earlier, worse model) come
     back together under the profile that keeps most of them; the empty one
