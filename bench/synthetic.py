@@ -7,7 +7,9 @@ records for comparison.
     .venv/bin/python bench/synthetic.py --people 20000 [--backends sqlite,postgresql] [--splink]
 
 Prints records/s of incremental ingest+resolve, rebuild time, peak memory
-(each run in its own process) and pairwise F1 against the generator's truth.
+(each run in its own process, the data generated once beforehand) and pairwise
+F1 against the generator's truth; progress (records/s and resident memory
+every 50,000 records) on stderr.
 """
 from __future__ import annotations
 
@@ -26,9 +28,26 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def run_cdp(people: int, database_url: str | None, data_dir: Path) -> dict:
-    from cdp.cli import ingest_connector
+def write_dataset(people: int, data_dir: Path) -> None:
+    """Generate once, in the parent: each measured child reads the files, so
+    its peak memory is the product's, not the generator's."""
     from cdp.demo.dataset import generate
+
+    ds = generate(data_dir, people=people, seed=5)
+    (data_dir / "dataset.json").write_text(json.dumps({
+        "files": [[str(d), str(m) if m else None] for d, m in ds.files], "truth": str(ds.truth_path),
+        "records": ds.records}))
+
+
+class Dataset:
+    def __init__(self, data_dir: Path):
+        meta = json.loads((data_dir / "dataset.json").read_text())
+        self.files = [(Path(d), Path(m) if m else None) for d, m in meta["files"]]
+        self.truth_path, self.records = Path(meta["truth"]), meta["records"]
+
+
+def run_cdp(data_dir: Path, database_url: str | None) -> dict:
+    from cdp.cli import ingest_connector
     from cdp.links import iter_links
     from identity.evaluate import pairwise, read_truth
     from identity.rebuild import rebuild
@@ -36,7 +55,7 @@ def run_cdp(people: int, database_url: str | None, data_dir: Path) -> dict:
     from plugins.file_source import FileSource
     from tests.conftest import make_runtime, make_settings
 
-    ds = generate(data_dir, people=people, seed=5)
+    ds = Dataset(data_dir)
     with tempfile.TemporaryDirectory() as tmp:
         runtime = make_runtime(make_settings(Path(tmp) / "instance", database_url))
 
@@ -82,19 +101,18 @@ def run_cdp(people: int, database_url: str | None, data_dir: Path) -> dict:
             "trained": {k: trained[k] for k in ("precision", "recall", "f1")}}
 
 
-def run_splink(people: int, data_dir: Path) -> dict:
+def run_splink(data_dir: Path) -> dict:
     """The same records, flattened to one row each, through Splink (DuckDB)."""
     import pandas as pd
     import splink.comparison_library as cl
     from splink import DuckDBAPI, Linker, SettingsCreator, block_on
 
-    from cdp.demo.dataset import generate
     from cdp.ingest import normalize_record
     from identity.evaluate import pairwise, read_truth
     from plugins.file_source import FileSource
     from schemas.record import load_record
 
-    ds = generate(data_dir, people=people, seed=5)
+    ds = Dataset(data_dir)
     rows = []
     for data, mapping in ds.files:
         config = {"path": str(data)} | ({"mapping": str(mapping)} if mapping else {})
@@ -140,9 +158,8 @@ def run_splink(people: int, data_dir: Path) -> dict:
     return {"records": len(df), "seconds": round(seconds, 1), **score}
 
 
-def child(kind: str, people: int, database_url: str | None) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        result = run_splink(people, Path(tmp)) if kind == "splink" else run_cdp(people, database_url, Path(tmp))
+def child(kind: str, data_dir: Path, database_url: str | None) -> None:
+    result = run_splink(data_dir) if kind == "splink" else run_cdp(data_dir, database_url)
     result["peak_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     print("RESULT " + json.dumps(result))
 
@@ -153,11 +170,13 @@ def main() -> None:
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--splink", action="store_true")
     parser.add_argument("--pg", default=os.environ.get("CDP_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test"))
-    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        kind, url = args.child
-        return child(kind, args.people, None if url == "-" else url)
+        kind, url, data_dir = args.child
+        return child(kind, Path(data_dir), None if url == "-" else url)
+    data = tempfile.TemporaryDirectory()
+    write_dataset(args.people, Path(data.name))
     runs = []
     for backend in args.backends.split(","):
         url, cleanup = "-", None
@@ -173,15 +192,16 @@ def main() -> None:
     if args.splink:
         runs.append(("splink", ["splink", "-"], None))
     for label, child_args, cleanup in runs:
-        proc = subprocess.run([sys.executable, __file__, "--people", str(args.people), "--child", *child_args],
-                              capture_output=True, text=True, cwd=ROOT)
+        # The child's stderr passes through: its progress lines show as it runs.
+        proc = subprocess.run([sys.executable, __file__, "--child", *child_args, data.name],
+                              stdout=subprocess.PIPE, text=True, cwd=ROOT)
         if cleanup:
             import psycopg
 
             with psycopg.connect(args.pg, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{cleanup}" WITH (FORCE)')
         line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-        print(f"{label}: " + (line[7:] if line else f"failed: {proc.stderr.strip().splitlines()[-1:]}"), flush=True)
+        print(f"{label}: " + (line[7:] if line else f"failed (exit {proc.returncode}; its error is above)"), flush=True)
 
 
 if __name__ == "__main__":
