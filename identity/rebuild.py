@@ -25,6 +25,7 @@ import multiprocessing
 import os
 import time
 import uuid
+from array import array
 from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -196,10 +197,14 @@ def _edges_in_processes(runtime: Runtime, run: str, slices: list[list[str]], pro
     with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_start_edge_process, initargs=(runtime.settings, runtime.keyring)) as pool:
         pending = {pool.submit(_edges_in_this_process, run, part): len(part) for part in slices}
-        for done in as_completed(pending):
-            done.result()  # a failed slice fails the rebuild before anything is rewritten
-            if progress:
-                progress("edges", pending[done])
+        try:
+            for done in as_completed(pending):
+                done.result()  # a failed slice fails the rebuild before anything is rewritten
+                if progress:
+                    progress("edges", pending[done])
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # not the remaining slices first
+            raise
 
 
 _PROCESS_RUNTIME: Runtime | None = None
@@ -224,46 +229,79 @@ _NONE: frozenset = frozenset()
 
 
 class _Components:
-    """Union-find over record positions with the guards incremental resolution applies."""
+    """Union-find over record positions with the guards incremental
+    resolution applies. Positions are dense (0, 1, 2... in received order),
+    so per-record state is arrays of machine integers; CPF and cannot-link
+    sets are kept only for the roots that have some (most records have
+    neither): a million records cost megabytes, not a gigabyte of dicts."""
 
     def __init__(self):
-        self.parent: dict[int, int] = {}
-        self.first: dict[int, int] = {}            # root -> position of its first record (creation order)
-        # Frozen sets, the empty one shared: most records hold no CPF and no cannot-link.
+        self.parent = array("q")
+        self.first = array("q")  # per root: position of its first record (creation order)
         self.cpfs: dict[int, frozenset[bytes]] = {}
         self.tokens: dict[int, frozenset[tuple]] = {}    # cannot-link tokens (link id, side)
 
     def add(self, pos: int, cpfs: set[bytes], tokens: set[tuple]) -> None:
-        self.parent[pos] = pos
-        self.first[pos] = pos
-        self.cpfs[pos] = frozenset(cpfs) if cpfs else _NONE
-        self.tokens[pos] = frozenset(tokens) if tokens else _NONE
+        assert pos == len(self.parent), "records are added in order"
+        self.parent.append(pos)
+        self.first.append(pos)
+        if cpfs:
+            self.cpfs[pos] = frozenset(cpfs)
+        if tokens:
+            self.tokens[pos] = frozenset(tokens)
 
     def find(self, x: int) -> int:
+        parent = self.parent
         root = x
-        while self.parent[root] != root:
-            root = self.parent[root]
-        while self.parent[x] != root:
-            self.parent[x], x = root, self.parent[x]
+        while parent[root] != root:
+            root = parent[root]
+        while parent[x] != root:
+            parent[x], x = root, parent[x]
         return root
+
+    def cpfs_of(self, root: int) -> frozenset:
+        return self.cpfs.get(root, _NONE)
 
     def union_into(self, target: int, other: int) -> None:
         self.parent[other] = target
-        self.first[target] = min(self.first[target], self.first.pop(other))
-        self.cpfs[target] |= self.cpfs.pop(other)
-        self.tokens[target] |= self.tokens.pop(other)
+        self.first[target] = min(self.first[target], self.first[other])
+        for sets in (self.cpfs, self.tokens):
+            if other in sets:
+                sets[target] = sets.get(target, _NONE) | sets.pop(other)
 
     def conflict(self, a: int, b: int) -> bool:
-        return any((k, 1 - side) in self.tokens[b] for k, side in self.tokens[a])
+        theirs = self.tokens.get(b, _NONE)
+        return any((k, 1 - side) in theirs for k, side in self.tokens.get(a, _NONE))
+
+
+class _Links:
+    """Per record position: the rule that linked it and the position of the
+    record it matched (-1 for a new profile), as two integer arrays."""
+
+    def __init__(self):
+        self.rules: list[str] = []
+        self._rule_ids: dict[str, int] = {}
+        self.rule = array("H")
+        self.matched = array("q")
+
+    def append(self, rule: str, matched: int) -> None:
+        if rule not in self._rule_ids:
+            self._rule_ids[rule] = len(self.rules)
+            self.rules.append(rule)
+        self.rule.append(self._rule_ids[rule])
+        self.matched.append(matched)
+
+    def __getitem__(self, pos: int) -> tuple[str, int]:
+        return self.rules[self.rule[pos]], self.matched[pos]
 
 
 def cluster(runtime: Runtime, run: str, order: list[str], progress=None):
-    """Phase 2: returns (position -> root, position -> (rule, position of the
-    matched record or -1), review pairs). Evidence stays in `rebuild_edges`
+    """Phase 2: returns (each position's root, each position's link — rule and
+    position of the matched record or -1 —, review pairs). Evidence stays in `rebuild_edges`
     until written: held for a million records it would not fit."""
     pos = {rid: i for i, rid in enumerate(order)}
     comps = _Components()
-    link: dict[int, tuple[str, int]] = {}
+    link = _Links()
     et = RebuildEdge.__table__  # plain rows: ORM objects would cost more than the clustering
     with runtime.session() as session:
         profile_tokens: dict[str, set[tuple]] = defaultdict(set)
@@ -300,9 +338,9 @@ def cluster(runtime: Runtime, run: str, order: list[str], progress=None):
                         best[root] = e
                 ranked = sorted(best.items(), key=lambda kv: (kv[1].rank, -kv[1].probability, comps.first[kv[0]], kv[0]))
                 chosen: list[tuple[int, Row]] = []
-                acc = set(comps.cpfs[me])
+                acc = set(comps.cpfs_of(me))
                 for root, e in ranked:
-                    theirs = comps.cpfs[root]
+                    theirs = comps.cpfs_of(root)
                     if e.rule != "same_cpf" and acc and theirs and not (acc & theirs):
                         continue
                     if e.rule != "same_cpf" and len(acc | theirs) > max(len(acc), len(theirs), 1):
@@ -313,29 +351,29 @@ def cluster(runtime: Runtime, run: str, order: list[str], progress=None):
                     acc |= theirs
                 if chosen:
                     first_edge = chosen[0][1]
-                    link[me] = (first_edge.rule, pos[first_edge.other_id])
+                    link.append(first_edge.rule, pos[first_edge.other_id])
                     target = min((r for r, _ in chosen), key=lambda r: comps.first[r])
                     for r, _ in chosen:
                         if r != target:
                             comps.union_into(target, r)
                     comps.union_into(target, me)
                 else:
-                    link[me] = ("new_profile", -1)
+                    link.append("new_profile", -1)
             if progress:
                 progress(len(part))
         reviews = [tuple(row) for row in session.execute(
             select(et.c.record_id, et.c.other_id, et.c.probability, et.c.details)
             .where(et.c.run == run, et.c.review.is_(True)).order_by(et.c.record_order, et.c.record_id))]
-    roots = {i: comps.find(i) for i in range(len(order))}
+    roots = array("q", (comps.find(i) for i in range(len(order))))
     return roots, link, reviews
 
 
-def apply_clusters(runtime: Runtime, run: str, order: list[str], roots: dict[int, int], link: dict,
+def apply_clusters(runtime: Runtime, run: str, order: list[str], roots: array, link: _Links,
                    reviews: list, progress=None) -> dict:
     """Write the clusters: keep each profile id where it still holds most of
     its records; everything else becomes a merge into the survivor."""
     members: dict[int, list[int]] = defaultdict(list)
-    for i, root in roots.items():
+    for i, root in enumerate(roots):
         members[root].append(i)
     stats = {"profiles": len(members), "records": len(order), "changed_records": 0}
     with runtime.session() as session:
