@@ -69,9 +69,10 @@ def run_cdp(data_dir: Path, database_url: str | None) -> dict:
                 self.done += n
                 if self.done - self.mark >= 50_000:
                     now = time.perf_counter()
-                    rss = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") >> 20
+                    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+                    anon = int(status["RssAnon"].split()[0]) >> 10  # the process's own memory, not mapped files
                     print(f"progress records={self.done} window_rec_s={(self.done - self.mark) / (now - self.last):.0f}"
-                          f" rss_mb={rss}", file=sys.stderr, flush=True)
+                          f" rss_anon_mb={anon}", file=sys.stderr, flush=True)
                     self.done, self.mark, self.last = self.done, self.done, now
 
         t0 = time.perf_counter()

@@ -31,10 +31,6 @@ def get_engine(database_url: str) -> Engine:
             # ciphertext does not linger in the file.
             cur.execute("PRAGMA secure_delete=ON")
             cur.execute("PRAGMA synchronous=NORMAL")
-            # Reads through a memory map instead of read() calls into a 2 MB
-            # page cache: a third off scans and joins over large tables
-            # (measured on the rebuild's key ranking); address space only.
-            cur.execute("PRAGMA mmap_size=1073741824")
             cur.close()
 
         return engine
