@@ -52,6 +52,7 @@ class Rec:
 
     id: str
     source: str
+    version: int
     key_id: str
     payload_ct: bytes
     profile_id: str | None
@@ -64,7 +65,7 @@ class Rec:
 
 def load_records(session: Session, record_ids: list[str], pending_only: bool = True) -> list[Rec]:
     t = SourceRecord.__table__
-    query = select(t.c.id, t.c.source, t.c.key_id, t.c.payload_ct, t.c.profile_id, t.c.link_rule, t.c.link_details,
+    query = select(t.c.id, t.c.source, t.c.version, t.c.key_id, t.c.payload_ct, t.c.profile_id, t.c.link_rule, t.c.link_details,
                    t.c.observed_at, t.c.received_at).where(among(session, t.c.id, record_ids))
     if pending_only:
         query = query.where(t.c.status == "pending")
@@ -111,25 +112,24 @@ def _store_golden(keys: KeyStore, profile: Profile, golden: dict, provenance: di
     profile.updated_at = utcnow()
 
 
-NONCE_BYTES = crypto.NONCE_BYTES  # a ciphertext starts with its nonce
-
-
 class FeatureCache:
     """Matching features of recently seen records, in memory only, bounded
     (least recently stored out first): a record meets the same candidates
-    again and again as its people reappear. Keyed by record id and payload
-    nonce, which changes with every new version of the record."""
+    again and again as its people reappear. Keyed by record id and version:
+    its payload is only ever rewritten as a new version (cdp.ingest), and the
+    version is a small column, where checking the payload itself would read
+    its ciphertext."""
 
     def __init__(self, limit: int):
         self.limit = limit
-        self._items: "OrderedDict[tuple, Features]" = OrderedDict()
+        self._items: "OrderedDict[tuple[str, int], Features]" = OrderedDict()
 
-    def get(self, record_id: str, payload_ct: bytes) -> Features | None:
-        return self._items.get((record_id, payload_ct[:NONCE_BYTES]))
+    def get(self, record_id: str, version: int) -> Features | None:
+        return self._items.get((record_id, version))
 
-    def put(self, record_id: str, payload_ct: bytes, features: Features) -> Features:
+    def put(self, record_id: str, version: int, features: Features) -> Features:
         if self.limit:
-            self._items[(record_id, payload_ct[:NONCE_BYTES])] = features
+            self._items[(record_id, version)] = features
             while len(self._items) > self.limit:
                 self._items.popitem(last=False)
         return features
@@ -138,39 +138,41 @@ class FeatureCache:
 FEATURES = FeatureCache(100_000)  # one per process; Resolver sets its size from the settings
 
 
-def features_of(keys: KeyStore, record_id: str, key_id: str, payload_ct: bytes, payload: dict | None = None) -> Features:
-    cached = FEATURES.get(record_id, payload_ct)
+def features_of(keys: KeyStore, record_id: str, version: int, key_id: str, payload_ct: bytes,
+                payload: dict | None = None) -> Features:
+    cached = FEATURES.get(record_id, version)
     if cached is not None:
         return cached
     if payload is None:
         payload = crypto.decrypt_json(keys.get(key_id), payload_ct, "source_records", record_id, "payload")
-    return FEATURES.put(record_id, payload_ct, features_mod.from_payload(payload))
+    return FEATURES.put(record_id, version, features_mod.from_payload(payload))
 
 
 def load_features(session: Session, keys: KeyStore, record_ids: list[str]) -> dict[str, Features]:
     """Matching features of stored records, from the in-memory cache or by
     decrypting their payloads (500 per query). Used by resolution, training
-    and batch rebuild alike. Only the payloads' nonces are read first: a
-    cached record's ciphertext need not leave the database."""
+    and batch rebuild alike. Versions are read first: a cached record's
+    ciphertext need not leave the database."""
     out: dict[str, Features] = {}
     for start in range(0, len(record_ids), 500):
         missing = []
-        for rid, nonce in session.execute(
-            select(SourceRecord.id, func.substr(SourceRecord.payload_ct, 1, NONCE_BYTES))
+        for rid, version in session.execute(
+            select(SourceRecord.id, SourceRecord.version)
             .where(among(session, SourceRecord.id, record_ids[start:start + 500]))
         ):
-            cached = FEATURES.get(rid, bytes(nonce))
+            cached = FEATURES.get(rid, version)
             if cached is None:
                 missing.append(rid)
             else:
                 out[rid] = cached
         if not missing:
             continue
-        rows = session.execute(select(SourceRecord.id, SourceRecord.key_id, SourceRecord.payload_ct)
+        rows = session.execute(select(SourceRecord.id, SourceRecord.version, SourceRecord.key_id,
+                                      SourceRecord.payload_ct)
                                .where(among(session, SourceRecord.id, missing))).all()
-        keys.preload([key_id for _, key_id, _ in rows])
-        for rid, key_id, payload_ct in rows:
-            out[rid] = features_of(keys, rid, key_id, payload_ct)
+        keys.preload([key_id for _, _, key_id, _ in rows])
+        for rid, version, key_id, payload_ct in rows:
+            out[rid] = features_of(keys, rid, version, key_id, payload_ct)
     return out
 
 
@@ -384,7 +386,8 @@ class Resolver:
         self.keys.preload([r.key_id for r in records])
         for record in records:
             payload = decrypt_payload(self.keys, record)
-            self._incoming[record.id] = (payload, features_of(self.keys, record.id, record.key_id, record.payload_ct, payload))
+            self._incoming[record.id] = (payload, features_of(self.keys, record.id, record.version, record.key_id,
+                                                                   record.payload_ct, payload))
         self._prefetch(records)
         with self.session.no_autoflush:
             self._load_likely_profiles(records)

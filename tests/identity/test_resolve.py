@@ -152,3 +152,18 @@ def test_resolution_is_idempotent(runtime):
     result = ingest_batch(runtime, "erp", [record(external_id="e1", cpf=CPF_A)])
     assert resolve_records(runtime, result.record_ids) == []  # already resolved: nothing to do
     assert active_profiles(runtime) == 1
+
+
+def test_cached_features_follow_a_new_version_of_the_record(runtime):
+    """The feature cache is keyed by record version: after an update, the
+    next lookup sees the new content, not what was cached for the old one."""
+    from identity.resolve import load_features
+
+    first = ingest_batch(runtime, "crm", [record("C-1", email="ana@example.com", name="Ana Souza")])
+    rid = first.results[0].record_id
+    with runtime.session() as s:
+        assert load_features(s, runtime.keys(s), [rid])[rid].surname == "souza"  # now cached
+    ingest_batch(runtime, "crm", [record("C-1", email="ana@example.com", name="Ana Prado")])
+    with runtime.session() as s:
+        assert s.get(SourceRecord, rid).version == 2
+        assert load_features(s, runtime.keys(s), [rid])[rid].surname == "prado"
