@@ -377,18 +377,21 @@ def ingest_signals(session: Session, keys: KeyStore, profile_id: str, record_id:
     return added
 
 
-def ingest_record_signals(session: Session, keys: KeyStore, records: Iterable[SourceRecord]) -> int:
+def ingest_record_signals(session: Session, keys: KeyStore, records: Iterable[SourceRecord],
+                          payloads: dict[str, dict] | None = None) -> int:
     """ingest_signals() for resolved source records (called by identity
-    resolution after each chunk, in its transaction), under one lock hold
-    and one flush."""
-    carrying = []
+    resolution after each chunk, in its transaction, with the payloads it
+    already decrypted), under one lock hold and one flush."""
+    carrying, payloads = [], payloads or {}
     for rec in records:
         if rec.profile_id is None:
             continue
-        try:
-            payload = crypto.decrypt_json(keys.get(rec.key_id), rec.payload_ct, "source_records", rec.id, "payload")
-        except crypto.DecryptionError:
-            continue  # an erased record carries nothing to record
+        payload = payloads.get(rec.id)
+        if payload is None:
+            try:
+                payload = crypto.decrypt_json(keys.get(rec.key_id), rec.payload_ct, "source_records", rec.id, "payload")
+            except crypto.DecryptionError:
+                continue  # an erased record carries nothing to record
         if payload.get("consents"):
             carrying.append((rec, payload["consents"]))
     if not carrying:

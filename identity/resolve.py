@@ -380,6 +380,10 @@ class Resolver:
     def _cannot_link(self, a: str, b: str) -> bool:
         return tuple(sorted((a, b))) in self._cannot
 
+    def chunk_payloads(self) -> dict[str, dict]:
+        """The last chunk's decrypted payloads (so consent intake need not decrypt them again)."""
+        return {rid: payload for rid, (payload, _) in self._incoming.items()}
+
     # -- the decision ----------------------------------------------------
     def resolve_chunk(self, records: list[SourceRecord]) -> list[Decision]:
         self._reset_chunk()
@@ -745,7 +749,7 @@ def resolve_records(runtime: Runtime, record_ids: list[str], progress=None) -> l
             # profile (idempotent: a signal from a record is appended once).
             from consent.ledger import ingest_record_signals
 
-            ingest_record_signals(session, resolver.keys, pending)
+            ingest_record_signals(session, resolver.keys, pending, payloads=resolver.chunk_payloads())
         if progress:
             progress(len(chunk))
     from activation.metrics import refresh_profiles  # derived traits of the touched profiles (docs/metrics.md)
