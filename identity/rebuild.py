@@ -1,7 +1,8 @@
 """`cdp identity rebuild`: re-resolve every record from scratch (backfills,
 a new model, new rules) in two phases.
 
-1. Edges, in parallel (rq jobs over slices of record ids, or in-process):
+1. Edges, in parallel (rq jobs over slices of record ids, or without rq a
+   pool of local processes):
    each record is compared with the EARLIER records (received order) that
    share one of its strong identifiers or blocking keys, exactly the records
    incremental resolution would have met; decided pairs go to `rebuild_edges`.
@@ -13,8 +14,9 @@ a new model, new rules) in two phases.
    profile's records (consent and history stay attached).
 
 Memory is bounded by the slice size in phase 1 and by a few integers per
-record in phase 2 (evidence is read back from `rebuild_edges` when links are
-written); no personal data leaves the database in clear.
+record in phase 2 (arrays; evidence is read back from `rebuild_edges` when
+links are written); no personal data leaves the database in clear. One
+rebuild runs at a time per database (`exclusive`).
 """
 from __future__ import annotations
 
