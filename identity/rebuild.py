@@ -538,7 +538,11 @@ def _rebuild(runtime: Runtime, progress, wait_timeout: float, rekey: bool) -> di
         refresh_keys(runtime, stale_ids(runtime), progress=(lambda n: progress("keys", n)) if progress else None)
     slices = [order[i:i + SLICE] for i in range(0, len(order), SLICE)]
     started = time.perf_counter()
+    if progress:
+        progress("rank", 0)  # one statement: its bar shows at 0 % while it runs
     rank_keys(runtime, run)
+    if progress:
+        progress("rank", len(order))
     if runtime.settings.redis_url:
         from rq import Retry
 

@@ -114,7 +114,7 @@ def test_identity_rebuild_rekeys_first_unless_told_the_keys_are_current(instance
     run_cdp(instance, "ingest", "jsonl", str(data))
     before = run_cdp(instance, "links").stdout
     current = run_cdp(instance, "identity", "rebuild")
-    assert "keys:" not in current.stderr and "edges" in current.stderr  # nothing to refresh
+    assert "keys:" not in current.stderr and "rank:" in current.stderr and "edges" in current.stderr  # nothing to refresh
     _as_if_indexed_by_an_older_release(instance)
     full = run_cdp(instance, "identity", "rebuild")
     assert "keys:" in full.stderr and json.loads(full.stdout)["changed_records"] == 0
