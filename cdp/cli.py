@@ -109,7 +109,7 @@ def ingest():
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.option("--mapping", "mapping", required=True, type=click.Path(dir_okay=False), help="YAML mapping file.")
 @click.option("--batch-size", default=500, show_default=True)
-@click.option("--no-resolve", is_flag=True, help="Store only; resolve later (`cdp identity train`, `cdp resolve`).")
+@click.option("--no-resolve", is_flag=True, help="Store only; resolve later (`cdp resolve`, or `cdp identity rebuild` for a backfill).")
 def ingest_csv(path, mapping, batch_size, no_resolve):
     """Ingest a CSV file through a column mapping."""
     _ingest_file({"path": path, "mapping": mapping}, batch_size, resolve=not no_resolve)
@@ -120,7 +120,7 @@ def ingest_csv(path, mapping, batch_size, no_resolve):
 @click.option("--mapping", type=click.Path(dir_okay=False), help="YAML mapping (omit for the common record model).")
 @click.option("--source", help="Source name when records do not carry one.")
 @click.option("--batch-size", default=500, show_default=True)
-@click.option("--no-resolve", is_flag=True, help="Store only; resolve later (`cdp identity train`, `cdp resolve`).")
+@click.option("--no-resolve", is_flag=True, help="Store only; resolve later (`cdp resolve`, or `cdp identity rebuild` for a backfill).")
 def ingest_jsonl(path, mapping, source, batch_size, no_resolve):
     """Ingest JSON lines (the common record model, or mapped)."""
     config = {"path": path}

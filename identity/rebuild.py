@@ -35,7 +35,7 @@ from pathlib import Path
 from sqlalchemy import Row, and_, bindparam, case, delete, func, insert, literal, select, text, update
 from sqlalchemy.exc import DBAPIError
 
-from cdp.models import CannotLink, Identifier, MergeEvent, Profile, SourceRecord, new_id
+from cdp.models import CannotLink, Event, Identifier, MergeEvent, Profile, SourceRecord, new_id
 from cdp.store import Runtime, among, insert_rows
 from identity.features import KEYS_VERSION
 from identity.models import LabelledPair, RebuildEdge, RebuildKey, ReviewItem
@@ -419,10 +419,13 @@ def apply_clusters(runtime: Runtime, run: str, order: list[str], roots: array, l
                 profile.status, profile.merged_into = "active", None
         session.flush()
         touched: set[str] = set()
-        sr = SourceRecord.__table__
+        unresolved: list[str] = []  # stored without resolution until now (a backfill)
+        sr, ev = SourceRecord.__table__, Event.__table__
         statement = (update(sr).where(sr.c.id == bindparam("b_id"))
                      .values(profile_id=bindparam("b_profile"), link_rule=bindparam("b_rule"),
                              link_details=bindparam("b_details"), status="resolved"))
+        # A record's events carry its profile id (metrics read them by profile): they move with it.
+        move_events = update(ev).where(ev.c.record_id == bindparam("b_id")).values(profile_id=bindparam("b_profile"))
         for start in range(0, len(order), 5000):
             part = order[start:start + 5000]
             stored, received = {}, []
@@ -436,7 +439,7 @@ def apply_clusters(runtime: Runtime, run: str, order: list[str], roots: array, l
                 select(et.c.record_id, et.c.other_id, et.c.details)
                 .where(et.c.run == run, et.c.record_order.between(min(received), max(received)),
                        among(session, et.c.record_id, part)))}
-            rows = []
+            rows, moved = [], []
             for i, rid in enumerate(part, start):
                 pid = assignment[roots[i]]
                 rule, matched = link[i]
@@ -444,11 +447,16 @@ def apply_clusters(runtime: Runtime, run: str, order: list[str], roots: array, l
                 if current.get(rid) != pid:
                     stats["changed_records"] += 1
                     touched.update(p for p in (current.get(rid), pid) if p)
+                    moved.append({"b_id": rid, "b_profile": pid})
+                    if current.get(rid) is None:
+                        unresolved.append(rid)
                 elif stored.get(rid) == (rule, details, "resolved"):
                     continue  # the same link, evidence and all: nothing to write
                 rows.append({"b_id": rid, "b_profile": pid, "b_rule": rule, "b_details": details})
             if rows:
                 session.execute(statement, rows)  # one executemany per 5,000 records
+            if moved:
+                session.execute(move_events, moved)
         session.flush()
         gone = touched - claimed
         survivors: dict[str, Counter] = defaultdict(Counter)  # where the records of each vanished profile went
@@ -480,7 +488,27 @@ def apply_clusters(runtime: Runtime, run: str, order: list[str], roots: array, l
                 queued.add((rid, other))
                 session.add(ReviewItem(record_id=rid, other_record_id=other, probability=probability,
                                        details=details, status="pending"))
+    _after_relinking(runtime, unresolved, touched)
     return stats
+
+
+def _after_relinking(runtime: Runtime, unresolved: list[str], touched: set[str]) -> None:
+    """What incremental resolution does after linking, for what a rebuild
+    changed: consent signals of records resolved for the first time enter the
+    ledger (idempotent), and the metrics of profiles that gained or lost
+    records are recomputed."""
+    from activation.metrics import refresh_profiles
+    from consent.ledger import ingest_record_signals
+
+    sr = SourceRecord.__table__
+    for start in range(0, len(unresolved), 500):
+        with runtime.session() as session:
+            records = session.execute(select(sr.c.id, sr.c.source, sr.c.key_id, sr.c.payload_ct, sr.c.profile_id)
+                                      .where(among(session, sr.c.id, unresolved[start:start + 500]))).all()
+            keys = runtime.keys(session)
+            keys.preload([r.key_id for r in records])
+            ingest_record_signals(session, keys, records)
+    refresh_profiles(runtime, sorted(touched))
 
 
 def stale_ids(runtime: Runtime) -> list[str]:

@@ -87,6 +87,21 @@ def test_source_names_for_purposes_and_bases_are_mapped(crt):
     assert {e.subject_id for e in entries(crt)} == {pid}
 
 
+def test_signals_of_a_backfill_land_when_the_rebuild_resolves_it(crt):
+    """Stored without resolution (`ingest --no-resolve`), a record's signals
+    wait; the rebuild that resolves it appends them, once."""
+    from identity.rebuild import rebuild
+
+    stored = ingest_batch(crt, "formularios", [record("BF-1", email="lia@example.com", consents=[GRANT])],
+                          resolve=False)
+    assert entries(crt) == []
+    rebuild(crt)
+    pid = profile_of(crt, stored.results[0].record_id)
+    assert pid is not None and [(e.subject_id, e.purpose) for e in entries(crt)] == [(pid, "email_marketing")]
+    rebuild(crt)
+    assert len(entries(crt)) == 1 and allowed(crt, [pid]) == {pid}
+
+
 def test_unknown_purposes_are_reported_once_per_chunk(crt, caplog):
     unknown = {"purpose": "sms_marketing", "status": "granted", "legal_basis": "consent"}
     batch = [record(f"SMS-{n}", email=f"p{n}@example.com", consents=[unknown]) for n in range(6)]

@@ -201,6 +201,36 @@ def test_rebuild_in_local_processes_gives_the_incremental_clusters(tmp_path, bac
     assert _partition(runtime) == (before, ids_before) and stats["changed_records"] == 0
 
 
+def test_backfill_stored_without_resolution_is_resolved_by_rebuild(tmp_path, backend):
+    """The backfill path: records stored with `--no-resolve`, then one
+    rebuild. Same clusters as incremental resolution; every event carries
+    its record's profile; every active profile has its metrics row."""
+    from activation.models import ProfileMetrics
+    from cdp.cli import ingest_connector
+    from cdp.demo.dataset import generate
+    from cdp.models import Event
+    from identity.rebuild import rebuild
+    from plugins.file_source import FileSource
+    from tests.conftest import make_runtime, make_settings
+
+    incremental = make_runtime(make_settings(tmp_path / "inc"))  # SQLite: the backend has one test database
+    _demo(incremental, tmp_path / "a")
+    backfill = make_runtime(make_settings(tmp_path / "bf", backend))
+    ds = generate(tmp_path / "b" / "demo", people=80, seed=11)
+    for data, mapping in ds.files:
+        config = {"path": str(data)} | ({"mapping": str(mapping)} if mapping else {})
+        ingest_connector(backfill, FileSource(config), quiet=True, resolve=False)
+    stats = rebuild(backfill)
+    assert stats["changed_records"] == stats["records"] > 0
+    assert _partition(backfill)[0] == _partition(incremental)[0]
+    with backfill.session() as s:
+        assert s.scalar(select(func.count()).select_from(Event)) > 0
+        assert s.scalar(select(func.count()).select_from(Event).join(SourceRecord, SourceRecord.id == Event.record_id)
+                        .where(Event.profile_id.is_distinct_from(SourceRecord.profile_id))) == 0
+        active = set(s.scalars(select(Profile.id).where(Profile.status == "active")))
+        assert set(s.scalars(select(ProfileMetrics.profile_id))) == active
+
+
 def test_rebuild_repairs_links_a_broken_run_left(any_runtime, tmp_path):
     """A profile's records torn apart (as by an earlier, worse model) come
     back together under the profile that keeps most of them; the empty one
