@@ -65,8 +65,8 @@ class Rec:
 
 def load_records(session: Session, record_ids: list[str], pending_only: bool = True) -> list[Rec]:
     t = SourceRecord.__table__
-    query = select(t.c.id, t.c.source, t.c.version, t.c.key_id, t.c.payload_ct, t.c.profile_id, t.c.link_rule, t.c.link_details,
-                   t.c.observed_at, t.c.received_at).where(among(session, t.c.id, record_ids))
+    query = select(t.c.id, t.c.source, t.c.version, t.c.key_id, t.c.payload_ct, t.c.profile_id, t.c.link_rule,
+                   t.c.link_details, t.c.observed_at, t.c.received_at).where(among(session, t.c.id, record_ids))
     if pending_only:
         query = query.where(t.c.status == "pending")
     recs = {row.id: Rec(*row) for row in session.execute(query).all()}
