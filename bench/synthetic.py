@@ -92,7 +92,10 @@ def run_cdp(data_dir: Path, database_url: str | None, backfill: bool = False) ->
             t = time.perf_counter()
             stats = rebuild(runtime)
             out.update(backfill_rebuild_s=round(time.perf_counter() - t, 1), backfill_edges_s=stats["edges_seconds"])
-            print(f"progress backfill rebuilt in {out['backfill_rebuild_s']:.0f} s", file=sys.stderr, flush=True)
+            backfilled = pairwise({(s, e): p for s, e, p in iter_links(runtime)}, truth).as_dict()
+            print(f"progress backfill rebuilt in {out['backfill_rebuild_s']:.0f} s (edges {stats['edges_seconds']:.0f} s,"
+                  f" F1 {backfilled['f1']}, peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10} MB)",
+                  file=sys.stderr, flush=True)
         else:
             out.update(incremental_s=round(incremental, 1), records_per_s=round(ds.records / incremental, 1))
         out["peak_mb_incremental"] = round(peak_incremental)

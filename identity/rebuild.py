@@ -140,16 +140,14 @@ def rank_keys(runtime: Runtime, run: str) -> int:
 def compute_edges(runtime: Runtime, run: str, record_ids: list[str]) -> int:
     """Phase 1 for one slice of records. Idempotent per (run, slice)."""
     settings = runtime.settings
+    # Reads in one transaction, the write in another, short one: on SQLite a
+    # transaction that writes holds the database's write lock until it ends,
+    # and parallel slices would take turns for their whole computation.
     with runtime.session() as session:
         keys = runtime.keys(session)
         model = active_model(session)
         records = session.execute(select(SourceRecord.id, SourceRecord.received_at)
                                   .where(among(session, SourceRecord.id, record_ids))).all()
-        if records:  # a retried job's edges; the order range keeps this an index lookup
-            session.execute(delete(RebuildEdge.__table__).where(
-                RebuildEdge.run == run, RebuildEdge.record_order.between(min(r.received_at for r in records),
-                                                                         max(r.received_at for r in records)),
-                among(session, RebuildEdge.record_id, record_ids)))
         # Each record's earlier holders of each of its keys: a record ranked n
         # in a key meets the n-1 ranked before it (none when it ranked beyond
         # cap+1: the key was too common when it arrived, as incremental saw it).
@@ -187,8 +185,14 @@ def compute_edges(runtime: Runtime, run: str, record_ids: list[str]) -> int:
                 rows.append(dict(run=run, record_id=record.id, record_order=record.received_at, other_id=rid,
                                  rule=edge.rule, rank=edge.rank, probability=edge.probability, review=edge.review,
                                  details=edge.details))
+    with runtime.session() as session:
+        if records:  # a retried job's edges; the order range keeps this an index lookup
+            session.execute(delete(RebuildEdge.__table__).where(
+                RebuildEdge.run == run, RebuildEdge.record_order.between(min(r.received_at for r in records),
+                                                                         max(r.received_at for r in records)),
+                among(session, RebuildEdge.record_id, record_ids)))
         insert_rows(session, RebuildEdge.__table__, rows)
-        return len(rows)
+    return len(rows)
 
 
 def _edges_in_processes(runtime: Runtime, run: str, slices: list[list[str]], progress=None) -> None:
