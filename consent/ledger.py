@@ -350,7 +350,7 @@ def ingest_signals(session: Session, keys: KeyStore, profile_id: str, record_id:
         if collector is None:
             source = session.scalar(select(SourceRecord.source).where(SourceRecord.id == record_id))
             collector = f"source:{source}"
-    added = skipped = 0
+    added = 0
     for origin, signal in keyed:
         if origin in seen:
             continue
@@ -358,7 +358,6 @@ def ingest_signals(session: Session, keys: KeyStore, profile_id: str, record_id:
         basis = normalize_basis(signal.get("legal_basis"))
         purpose = appender.registry.find(signal.get("purpose", ""), basis)
         if purpose is None:
-            skipped += 1
             appender.unknown_purposes += 1
             continue
         occurred = signal.get("occurred_at")
@@ -370,9 +369,10 @@ def ingest_signals(session: Session, keys: KeyStore, profile_id: str, record_id:
                                   occurred_at=occurred_at, evidence=evidence, declared_basis=basis,
                                   record_id=record_id, origin_key=origin, origin_checked=True)
         added += created
-    if own:
-        if skipped:
-            log.warning("consent signals for unknown purposes skipped record=%s count=%d", record_id, skipped)
+    if own:  # a caller's appender reports for its whole batch (ingest_record_signals)
+        if appender.unknown_purposes:
+            log.warning("consent signals for unknown purposes skipped record=%s count=%d", record_id,
+                        appender.unknown_purposes)
         appender.flush()
     return added
 
