@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import logging
 import re
+from collections import Counter
 from datetime import datetime, timedelta, timezone
 from typing import Iterable
 
@@ -378,10 +379,12 @@ def ingest_signals(session: Session, keys: KeyStore, profile_id: str, record_id:
 
 
 def ingest_record_signals(session: Session, keys: KeyStore, records: Iterable[SourceRecord],
-                          payloads: dict[str, dict] | None = None) -> int:
+                          payloads: dict[str, dict] | None = None, unknown: Counter | None = None) -> int:
     """ingest_signals() for resolved source records (called by identity
     resolution after each chunk, in its transaction, with the payloads it
-    already decrypted), under one lock hold and one flush."""
+    already decrypted), under one lock hold and one flush. Signals skipped
+    for unknown purposes are logged once per call, or counted into `unknown`
+    ("skipped", "records") for a caller that reports once for many calls."""
     carrying, payloads = [], payloads or {}
     for rec in records:
         if rec.profile_id is None:
@@ -405,11 +408,17 @@ def ingest_record_signals(session: Session, keys: KeyStore, records: Iterable[So
     for rec, signals in carrying:
         added += ingest_signals(session, keys, rec.profile_id, rec.id, signals, collector=f"source:{rec.source}",
                                 appender=appender, recorded=recorded)
-    if appender.unknown_purposes:  # one line per chunk, not one per record (a backfill would flood the log)
-        log.warning("consent signals for unknown purposes skipped=%d of records=%d (`cdp consent backfill` "
-                    "records them once the purpose exists)", appender.unknown_purposes, len(carrying))
+    if unknown is not None:
+        unknown.update(skipped=appender.unknown_purposes, records=len(carrying) if appender.unknown_purposes else 0)
+    elif appender.unknown_purposes:  # one line per chunk, not one per record (a backfill would flood the log)
+        report_unknown_purposes(appender.unknown_purposes, len(carrying))
     appender.flush()
     return added
+
+
+def report_unknown_purposes(skipped: int, records: int) -> None:
+    log.warning("consent signals for unknown purposes skipped=%d of records=%d (`cdp consent backfill` "
+                "records them once the purpose exists)", skipped, records)
 
 
 def backfill(session: Session, keys: KeyStore, batch_size: int = 500, progress=None) -> int:

@@ -15,8 +15,10 @@ a new model, new rules) in two phases.
 
 Memory is bounded by the slice size in phase 1 and by a few integers per
 record in phase 2 (arrays; evidence is read back from `rebuild_edges` when
-links are written); no personal data leaves the database in clear. One
-rebuild runs at a time per database (`exclusive`).
+links are written); the write-back goes in batches of plain rows (no ORM
+object per profile: a backfill creates hundreds of thousands). No personal
+data leaves the database in clear. One rebuild runs at a time per database
+(`exclusive`).
 """
 from __future__ import annotations
 
@@ -31,16 +33,19 @@ from array import array
 from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
+from typing import NamedTuple
 
 from sqlalchemy import Row, and_, bindparam, case, delete, func, insert, literal, select, text, update
 from sqlalchemy.exc import DBAPIError
 
-from cdp.models import CannotLink, Event, Identifier, MergeEvent, Profile, SourceRecord, new_id
-from cdp.store import Runtime, among, insert_rows
+from cdp import crypto
+from cdp.models import CannotLink, Event, Identifier, MergeEvent, Profile, SourceRecord, new_id, utcnow
+from cdp.store import Runtime, among, insert_rows, update_rows
+from identity import golden as golden_mod
 from identity.features import KEYS_VERSION
 from identity.models import LabelledPair, RebuildEdge, RebuildKey, ReviewItem
 from identity.pairs import Edge, decide
-from identity.resolve import MATCHABLE, Resolver, active_model, load_features
+from identity.resolve import MATCHABLE, Resolver, active_model, aware, load_features
 
 SLICE = 1000
 REBUILD_LOCK_ID = 0x72626C64  # "rbld"
@@ -384,10 +389,22 @@ def cluster(runtime: Runtime, run: str, order: list[str], progress=None):
     return roots, link, reviews
 
 
+class _Linked(NamedTuple):
+    """A record as consent intake reads it, with the profile the rebuild gives it."""
+    id: str
+    source: str
+    key_id: str
+    payload_ct: bytes
+    profile_id: str
+
+
 def apply_clusters(runtime: Runtime, run: str, order: list[str], roots: array, link: _Links,
                    reviews: list, progress=None) -> dict:
-    """Write the clusters: keep each profile id where it still holds most of
-    its records; everything else becomes a merge into the survivor."""
+    """Write the clusters in one transaction: keep each profile id where it
+    still holds most of its records (everything else becomes a merge into the
+    survivor), then write the profiles whose records changed, the records'
+    links, the vanished profiles and the review queue. Plain rows in batches,
+    so memory stays bounded however many profiles a backfill creates."""
     members: dict[int, list[int]] = defaultdict(list)
     for i, root in enumerate(roots):
         members[root].append(i)
@@ -405,117 +422,163 @@ def apply_clusters(runtime: Runtime, run: str, order: list[str], roots: array, l
             pick = next((pid for pid, _ in votes.most_common() if pid not in claimed), None)
             assignment[root] = pick or new_id()
             claimed.add(assignment[root])
-    pos = {rid: i for i, rid in enumerate(order)}
-    with runtime.session() as session:
-        keys = runtime.keys(session)
-        resolver = Resolver(session, keys, runtime.settings)
-        wanted = list(assignment.values())
-        status: dict[str, str] = {}  # no golden records in memory: a million profiles would not fit
-        for start in range(0, len(wanted), 1000):
-            status.update(session.execute(select(Profile.id, Profile.status).where(
-                among(session, Profile.id, wanted[start:start + 1000]))).all())
-        for root, pid in assignment.items():
-            if pid not in status:
-                key_id, _ = keys.create()
-                session.add(Profile(id=pid, key_id=key_id, provenance={}, record_count=0, status="active"))
-            elif status[pid] != "active":
-                profile = session.get(Profile, pid)
-                if profile.golden_ct is None:
-                    key_id, _ = keys.create()
-                    profile.key_id = key_id
-                profile.status, profile.merged_into = "active", None
-        session.flush()
-        touched: set[str] = set()
-        unresolved: list[str] = []  # stored without resolution until now (a backfill)
-        sr, ev = SourceRecord.__table__, Event.__table__
-        statement = (update(sr).where(sr.c.id == bindparam("b_id"))
-                     .values(profile_id=bindparam("b_profile"), link_rule=bindparam("b_rule"),
-                             link_details=bindparam("b_details"), status="resolved"))
-        # A record's events carry its profile id (metrics read them by profile): they move with it.
-        move_events = update(ev).where(ev.c.record_id == bindparam("b_id")).values(profile_id=bindparam("b_profile"))
-        for start in range(0, len(order), 5000):
-            part = order[start:start + 5000]
-            stored, received = {}, []
-            for rid, rule, details, state, at in session.execute(
-                    select(sr.c.id, sr.c.link_rule, sr.c.link_details, sr.c.status, sr.c.received_at)
-                    .where(among(session, sr.c.id, part))):
-                stored[rid] = (rule, details, state)
-                received.append(at)
-            et = RebuildEdge.__table__
-            evidence = {(rid, other): details for rid, other, details in session.execute(
-                select(et.c.record_id, et.c.other_id, et.c.details)
-                .where(et.c.run == run, et.c.record_order.between(min(received), max(received)),
-                       among(session, et.c.record_id, part)))}
-            rows, moved = [], []
-            for i, rid in enumerate(part, start):
-                pid = assignment[roots[i]]
-                rule, matched = link[i]
-                details = {} if matched < 0 else {**evidence[rid, order[matched]], "matched_record": order[matched]}
-                if current.get(rid) != pid:
-                    stats["changed_records"] += 1
-                    touched.update(p for p in (current.get(rid), pid) if p)
-                    moved.append({"b_id": rid, "b_profile": pid})
-                    if current.get(rid) is None:
-                        unresolved.append(rid)
-                elif stored.get(rid) == (rule, details, "resolved"):
-                    continue  # the same link, evidence and all: nothing to write
-                rows.append({"b_id": rid, "b_profile": pid, "b_rule": rule, "b_details": details})
-            if rows:
-                session.execute(statement, rows)  # one executemany per 5,000 records
-            if moved:
-                session.execute(move_events, moved)
-        session.flush()
-        gone = touched - claimed
-        survivors: dict[str, Counter] = defaultdict(Counter)  # where the records of each vanished profile went
+        touched: set[str] = set()  # profiles that gain or lose records
         for i, rid in enumerate(order):
-            if current.get(rid) in gone:
-                survivors[current[rid]][assignment[roots[i]]] += 1
-        for old in gone:
-            profile = session.get(Profile, old)
-            if profile is None or profile.status != "active":
-                continue
-            into = survivors[old].most_common(1)[0][0]
-            profile.status, profile.merged_into, profile.golden_ct, profile.provenance = "merged", into, None, {}
-            keys.destroy([profile.key_id])
-            session.add(MergeEvent(kind="merge", profile_id=into, other_profile_id=old, record_ids=[],
-                                   rule="rebuild", details={}, actor="rebuild"))
-        session.expire_all()
-        rebuilt = sorted(touched & claimed)
-        for start in range(0, len(rebuilt), 1000):
-            resolver.rebuild_goldens(list(session.scalars(select(Profile).where(
-                Profile.id.in_(rebuilt[start:start + 1000])))))
-        queued: set[tuple[str, str]] = set()
-        asking = sorted({rid for rid, *_ in reviews})
-        for start in range(0, len(asking), 1000):
-            queued.update((a, b) for a, b in session.execute(select(ReviewItem.record_id, ReviewItem.other_record_id)
-                                                             .where(among(session, ReviewItem.record_id,
-                                                                          asking[start:start + 1000]))))
-        for rid, other, probability, details in reviews:
-            if (rid, other) not in queued and assignment[roots[pos[rid]]] != assignment[roots[pos[other]]]:
-                queued.add((rid, other))
-                session.add(ReviewItem(record_id=rid, other_record_id=other, probability=probability,
-                                       details=details, status="pending"))
-    _after_relinking(runtime, unresolved, touched)
+            if current.get(rid) != assignment[roots[i]]:
+                touched.update(p for p in (current.get(rid), assignment[roots[i]]) if p)
+        keys = runtime.keys(session)
+        _write_profiles(session, keys, Resolver(session, keys, runtime.settings), order, members, assignment,
+                        touched & claimed, {rid for rid in order if current.get(rid) is None},
+                        (lambda n: progress("profiles", n)) if progress else None)
+        stats["changed_records"] = _write_links(session, run, order, roots, link, assignment, current,
+                                                (lambda n: progress("links", n)) if progress else None)
+        _retire_vanished(session, keys, order, roots, assignment, current, touched - claimed)
+        _queue_reviews(session, order, roots, assignment, reviews)
+    from activation.metrics import refresh_profiles
+
+    refresh_profiles(runtime, sorted(touched))  # metrics of profiles that gained or lost records
     return stats
 
 
-def _after_relinking(runtime: Runtime, unresolved: list[str], touched: set[str]) -> None:
-    """What incremental resolution does after linking, for what a rebuild
-    changed: consent signals of records resolved for the first time enter the
-    ledger (idempotent), and the metrics of profiles that gained or lost
-    records are recomputed."""
-    from activation.metrics import refresh_profiles
-    from consent.ledger import ingest_record_signals
+def _write_profiles(session, keys, resolver: Resolver, order: list[str], members: dict[int, list[int]],
+                    assignment: dict[int, str], rebuilt: set[str], first_time: set[str], progress=None,
+                    batch_size: int = 500) -> None:
+    """The golden record and record count of each profile whose records
+    changed, built from its cluster (a batch of profiles at a time; profiles new to
+    this run are inserted whole). Each payload is decrypted once, also for the
+    consent signals of records resolved for the first time (a backfill)."""
+    from consent.ledger import ingest_record_signals, report_unknown_purposes
 
-    sr = SourceRecord.__table__
-    for start in range(0, len(unresolved), 500):
-        with runtime.session() as session:
-            records = session.execute(select(sr.c.id, sr.c.source, sr.c.key_id, sr.c.payload_ct, sr.c.profile_id)
-                                      .where(among(session, sr.c.id, unresolved[start:start + 500]))).all()
-            keys = runtime.keys(session)
-            keys.preload([r.key_id for r in records])
-            ingest_record_signals(session, keys, records)
-    refresh_profiles(runtime, sorted(touched))
+    pt, sr = Profile.__table__, SourceRecord.__table__
+    unknown = Counter()  # consent signals skipped for unknown purposes, reported once
+    todo = [root for root in members if assignment[root] in rebuilt]
+    for start in range(0, len(todo), batch_size):
+        batch = todo[start:start + batch_size]
+        existing = {row.id: row for row in session.execute(
+            select(pt.c.id, pt.c.key_id, pt.c.status, pt.c.golden_ct.is_(None).label("emptied"))
+            .where(among(session, pt.c.id, [assignment[root] for root in batch])))}
+        records = {row.id: row for row in session.execute(
+            select(sr.c.id, sr.c.source, sr.c.key_id, sr.c.payload_ct, sr.c.observed_at)
+            .where(among(session, sr.c.id, [order[i] for root in batch for i in members[root]])))}
+        keys.preload([r.key_id for r in records.values()] + [p.key_id for p in existing.values()])
+        now = utcnow()
+        new_rows, changed_rows, linked, payloads = [], [], [], {}
+        for root in batch:
+            pid = assignment[root]
+            items = []
+            for rid in sorted(order[i] for i in members[root]):  # id order, as Resolver.rebuild_goldens
+                rec = records[rid]
+                try:
+                    payload = crypto.decrypt_json(keys.get(rec.key_id), rec.payload_ct, "source_records", rid,
+                                                  "payload")
+                except crypto.DecryptionError:
+                    continue  # erased: it contributes nothing
+                items.append((golden_mod.RecordInfo(rid, rec.source, resolver.trust(rec.source),
+                                                    aware(rec.observed_at)), payload))
+                if rid in first_time:
+                    linked.append(_Linked(rid, rec.source, rec.key_id, rec.payload_ct, pid))
+                    payloads[rid] = payload
+            golden, provenance = golden_mod.build(items, resolver.settings.survivorship)
+            old = existing.get(pid)
+            if old is None or (old.status != "active" and old.emptied):  # new, or revived after its key was shredded
+                key_id, dek = keys.create(bulk=True)
+            else:
+                key_id, dek = old.key_id, keys.get(old.key_id)
+            row = {"id": pid, "key_id": key_id, "status": "active", "merged_into": None,
+                   "golden_ct": crypto.encrypt_json(dek, golden, "profiles", pid, "golden"),
+                   "provenance": provenance, "record_count": len(members[root]), "updated_at": now}
+            if old is None:
+                new_rows.append(row | {"created_at": now})
+            else:
+                changed_rows.append(row)
+        keys.write_pending()
+        insert_rows(session, pt, new_rows)
+        update_rows(session, pt, changed_rows)
+        ingest_record_signals(session, keys, linked, payloads=payloads, unknown=unknown)
+        keys.forget()  # unwrapped keys of this batch only
+        if progress:
+            progress(sum(len(members[root]) for root in batch))
+    if unknown["skipped"]:
+        report_unknown_purposes(unknown["skipped"], unknown["records"])
+
+
+def _write_links(session, run: str, order: list[str], roots: array, link: _Links, assignment: dict[int, str],
+                 current: dict[str, str | None], progress=None) -> int:
+    """Each record's profile, rule and evidence (only where they changed, one
+    executemany per 5,000 records); its events move with it. Returns records
+    that changed profile."""
+    sr, ev, et = SourceRecord.__table__, Event.__table__, RebuildEdge.__table__
+    statement = (update(sr).where(sr.c.id == bindparam("b_id"))
+                 .values(profile_id=bindparam("b_profile"), link_rule=bindparam("b_rule"),
+                         link_details=bindparam("b_details"), status="resolved"))
+    # A record's events carry its profile id (metrics read them by profile): they move with it.
+    move_events = update(ev).where(ev.c.record_id == bindparam("b_id")).values(profile_id=bindparam("b_profile"))
+    changed = 0
+    for start in range(0, len(order), 5000):
+        part = order[start:start + 5000]
+        stored, received = {}, []
+        for rid, rule, details, state, at in session.execute(
+                select(sr.c.id, sr.c.link_rule, sr.c.link_details, sr.c.status, sr.c.received_at)
+                .where(among(session, sr.c.id, part))):
+            stored[rid] = (rule, details, state)
+            received.append(at)
+        evidence = {(rid, other): details for rid, other, details in session.execute(
+            select(et.c.record_id, et.c.other_id, et.c.details)
+            .where(et.c.run == run, et.c.record_order.between(min(received), max(received)),
+                   among(session, et.c.record_id, part)))}
+        rows, moved = [], []
+        for i, rid in enumerate(part, start):
+            pid = assignment[roots[i]]
+            rule, matched = link[i]
+            details = {} if matched < 0 else {**evidence[rid, order[matched]], "matched_record": order[matched]}
+            if current.get(rid) != pid:
+                changed += 1
+                moved.append({"b_id": rid, "b_profile": pid})
+            elif stored.get(rid) == (rule, details, "resolved"):
+                continue  # the same link, evidence and all: nothing to write
+            rows.append({"b_id": rid, "b_profile": pid, "b_rule": rule, "b_details": details})
+        if rows:
+            session.execute(statement, rows)
+        if moved:
+            session.execute(move_events, moved)
+        if progress:
+            progress(len(part))
+    return changed
+
+
+def _retire_vanished(session, keys, order: list[str], roots: array, assignment: dict[int, str],
+                     current: dict[str, str | None], gone: set[str]) -> None:
+    """Profiles left with no records become merges into where most of their records went."""
+    survivors: dict[str, Counter] = defaultdict(Counter)
+    for i, rid in enumerate(order):
+        if current.get(rid) in gone:
+            survivors[current[rid]][assignment[roots[i]]] += 1
+    for old in sorted(gone):
+        profile = session.get(Profile, old)
+        if profile is None or profile.status != "active":
+            continue
+        into = survivors[old].most_common(1)[0][0]
+        profile.status, profile.merged_into, profile.golden_ct, profile.provenance = "merged", into, None, {}
+        keys.destroy([profile.key_id])
+        session.add(MergeEvent(kind="merge", profile_id=into, other_profile_id=old, record_ids=[],
+                               rule="rebuild", details={}, actor="rebuild"))
+    session.flush()
+
+
+def _queue_reviews(session, order: list[str], roots: array, assignment: dict[int, str], reviews: list) -> None:
+    """Review items for the pairs between the thresholds that ended in different profiles (once each)."""
+    pos = {rid: i for i, rid in enumerate(order)}
+    queued: set[tuple[str, str]] = set()
+    asking = sorted({rid for rid, *_ in reviews})
+    for start in range(0, len(asking), 1000):
+        queued.update((a, b) for a, b in session.execute(select(ReviewItem.record_id, ReviewItem.other_record_id)
+                                                         .where(among(session, ReviewItem.record_id,
+                                                                      asking[start:start + 1000]))))
+    for rid, other, probability, details in reviews:
+        if (rid, other) not in queued and assignment[roots[pos[rid]]] != assignment[roots[pos[other]]]:
+            queued.add((rid, other))
+            session.add(ReviewItem(record_id=rid, other_record_id=other, probability=probability,
+                                   details=details, status="pending"))
 
 
 def stale_ids(runtime: Runtime) -> list[str]:
@@ -607,7 +670,7 @@ def _rebuild(runtime: Runtime, progress, wait_timeout: float, rekey: bool) -> di
     edges_seconds = time.perf_counter() - started
     roots, link, reviews = cluster(runtime, run, order,
                                    progress=(lambda n: progress("clusters", n)) if progress else None)
-    stats = apply_clusters(runtime, run, order, roots, link, reviews)
+    stats = apply_clusters(runtime, run, order, roots, link, reviews, progress)
     _clear_scratch(runtime, finished=True)  # the lock is ours: every scratch row is this run's
     stats.update(edges_seconds=round(edges_seconds, 2), seconds=round(time.perf_counter() - started, 2),
                  reviews=len(reviews))

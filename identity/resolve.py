@@ -71,8 +71,8 @@ def load_records(session: Session, record_ids: list[str], pending_only: bool = T
         query = query.where(t.c.status == "pending")
     recs = {row.id: Rec(*row) for row in session.execute(query).all()}
     for rec in recs.values():  # the table-level select skips the UTC type decorator on SQLite
-        rec.observed_at = _aware(rec.observed_at)
-        rec.received_at = _aware(rec.received_at)
+        rec.observed_at = aware(rec.observed_at)
+        rec.received_at = aware(rec.received_at)
     i = Identifier.__table__
     for rid, kind, bi, strong in session.execute(
         select(i.c.record_id, i.c.kind, i.c.blind_index, i.c.strong).where(among(session, i.c.record_id, recs))
@@ -82,7 +82,7 @@ def load_records(session: Session, record_ids: list[str], pending_only: bool = T
     return sorted(recs.values(), key=lambda r: (r.received_at, r.id))
 
 
-def _aware(value):
+def aware(value):
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     return value.replace(tzinfo=timezone.utc) if value is not None and value.tzinfo is None else value

@@ -114,6 +114,24 @@ def test_unknown_purposes_are_reported_once_per_chunk(crt, caplog):
     assert entries(crt) == []
 
 
+def test_a_backfill_rebuild_reports_unknown_purposes_once(crt, caplog, monkeypatch):
+    """The rebuild writes profiles 500 at a time; its skipped signals are
+    summed over the run (one line, not one per batch)."""
+    import identity.rebuild as rb
+
+    unknown = {"purpose": "sms_marketing", "status": "granted", "legal_basis": "consent"}
+    batch = [record(f"BK-{n}", email=f"b{n}@example.com", consents=[unknown, GRANT]) for n in range(7)]
+    ingest_batch(crt, "rd_station", batch, resolve=False)
+    original = rb._write_profiles
+    monkeypatch.setattr(rb, "_write_profiles", lambda *a, **k: original(*a, **k, batch_size=3))  # three batches
+    with caplog.at_level("WARNING", logger="consent.ledger"):
+        rb.rebuild(crt)
+    lines = [r.getMessage() for r in caplog.records if "unknown purposes" in r.getMessage()]
+    assert lines == ["consent signals for unknown purposes skipped=7 of records=7 "
+                     "(`cdp consent backfill` records them once the purpose exists)"]
+    assert sorted(e.purpose for e in entries(crt)) == ["email_marketing"] * 7  # the known purpose landed
+
+
 def test_consents_follow_merges_to_the_survivor_and_back_on_undo(crt):
     a = ingest_batch(crt, "crm", [record("A", cpf=CPF_A)]).results[0].record_id
     b = ingest_batch(crt, "forms", [record("B", email="bia@example.com", consents=[GRANT])]).results[0].record_id

@@ -205,11 +205,14 @@ def test_backfill_stored_without_resolution_is_resolved_by_rebuild(tmp_path, bac
     """The backfill path: records stored with `--no-resolve`, then one
     rebuild. Same clusters as incremental resolution; every event carries
     its record's profile; every active profile has its metrics row."""
+    from collections import Counter
+
     from activation.models import ProfileMetrics
     from cdp.cli import ingest_connector
     from cdp.demo.dataset import generate
     from cdp.models import Event
     from identity.rebuild import rebuild
+    from identity.resolve import Resolver, decrypt_golden
     from plugins.file_source import FileSource
     from tests.conftest import make_runtime, make_settings
 
@@ -220,9 +223,22 @@ def test_backfill_stored_without_resolution_is_resolved_by_rebuild(tmp_path, bac
     for data, mapping in ds.files:
         config = {"path": str(data)} | ({"mapping": str(mapping)} if mapping else {})
         ingest_connector(backfill, FileSource(config), quiet=True, resolve=False)
-    stats = rebuild(backfill)
+    phases = Counter()
+    stats = rebuild(backfill, progress=lambda phase, n: phases.update({phase: n}))
     assert stats["changed_records"] == stats["records"] > 0
+    assert phases["profiles"] == phases["links"] == stats["records"]  # the write-back shows progress too
     assert _partition(backfill)[0] == _partition(incremental)[0]
+    # The rebuild writes golden records from plain rows in batches; they are
+    # what the resolver's own golden builder makes of the same records.
+    with backfill.session() as s:
+        keys = backfill.keys(s)
+        profiles = s.scalars(select(Profile).where(Profile.status == "active").order_by(Profile.id)).all()
+        written = {p.id: (decrypt_golden(keys, p), p.provenance, p.record_count) for p in profiles}
+        Resolver(s, keys, backfill.settings).rebuild_goldens(profiles)
+        assert written == {p.id: (decrypt_golden(keys, p), p.provenance, p.record_count) for p in profiles}
+        assert all(golden["identifiers"] for golden, _, count in written.values()) and min(
+            count for *_, count in written.values()) >= 1
+        s.rollback()
     with backfill.session() as s:
         assert s.scalar(select(func.count()).select_from(Event)) > 0
         assert s.scalar(select(func.count()).select_from(Event).join(SourceRecord, SourceRecord.id == Event.record_id)
