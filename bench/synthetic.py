@@ -91,9 +91,9 @@ def run_cdp(data_dir: Path, database_url: str | None, backfill: bool = False) ->
             out.update(stored_s=round(incremental, 1), stored_per_s=round(ds.records / incremental, 1))
             t = time.perf_counter()
             stats = rebuild(runtime)
-            out.update(backfill_rebuild_s=round(time.perf_counter() - t, 1), backfill_edges_s=stats["edges_seconds"])
+            out.update(backfill_rebuild_s=round(time.perf_counter() - t, 1), backfill_phase_s=stats["phase_seconds"])
             backfilled = pairwise({(s, e): p for s, e, p in iter_links(runtime)}, truth).as_dict()
-            print(f"progress backfill rebuilt in {out['backfill_rebuild_s']:.0f} s (edges {stats['edges_seconds']:.0f} s,"
+            print(f"progress backfill rebuilt in {out['backfill_rebuild_s']:.0f} s (phases {stats['phase_seconds']},"
                   f" F1 {backfilled['f1']}, peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10} MB)",
                   file=sys.stderr, flush=True)
         else:
@@ -108,7 +108,7 @@ def run_cdp(data_dir: Path, database_url: str | None, backfill: bool = False) ->
         print(f"progress trained in {out['train_s']:.0f} s", file=sys.stderr, flush=True)
         t2 = time.perf_counter()
         stats = rebuild(runtime)
-        out.update(rebuild_s=round(time.perf_counter() - t2, 1), rebuild_edges_s=stats["edges_seconds"],
+        out.update(rebuild_s=round(time.perf_counter() - t2, 1), rebuild_phase_s=stats["phase_seconds"],
                    rebuild_changed=stats["changed_records"])
         print(f"progress rebuilt in {out['rebuild_s']:.0f} s", file=sys.stderr, flush=True)
         trained = pairwise({(s, e): p for s, e, p in iter_links(runtime)}, truth).as_dict()

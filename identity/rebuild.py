@@ -635,12 +635,20 @@ def _rebuild(runtime: Runtime, progress, wait_timeout: float, rekey: bool) -> di
     if rekey:  # keys first: the clusters must come from what this release would index
         refresh_keys(runtime, stale_ids(runtime), progress=(lambda n: progress("keys", n)) if progress else None)
     slices = [order[i:i + SLICE] for i in range(0, len(order), SLICE)]
-    started = time.perf_counter()
+    started = mark = time.perf_counter()
+    phases: dict[str, float] = {}  # wall seconds per phase, in the stats (where a slow rebuild spends its time)
+
+    def phase_done(name: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        phases[name], mark = round(now - mark, 2), now
+
     if progress:
         progress("rank", 0)  # one statement: its bar shows at 0 % while it runs
     rank_keys(runtime, run)
     if progress:
         progress("rank", len(order))
+    phase_done("rank")
     if runtime.settings.redis_url:
         from rq import Retry
 
@@ -667,12 +675,15 @@ def _rebuild(runtime: Runtime, progress, wait_timeout: float, rekey: bool) -> di
             time.sleep(0.2)
     else:
         _edges_in_processes(runtime, run, slices, progress)
+    phase_done("edges")
     edges_seconds = time.perf_counter() - started
     roots, link, reviews = cluster(runtime, run, order,
                                    progress=(lambda n: progress("clusters", n)) if progress else None)
+    phase_done("clusters")
     stats = apply_clusters(runtime, run, order, roots, link, reviews, progress)
     _clear_scratch(runtime, finished=True)  # the lock is ours: every scratch row is this run's
+    phase_done("write")
     stats.update(edges_seconds=round(edges_seconds, 2), seconds=round(time.perf_counter() - started, 2),
-                 reviews=len(reviews))
+                 phase_seconds=phases, reviews=len(reviews))
     return stats
 
