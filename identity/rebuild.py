@@ -426,9 +426,11 @@ def apply_clusters(runtime: Runtime, run: str, order: list[str], roots: array, l
         for i, rid in enumerate(order):
             if current.get(rid) != assignment[roots[i]]:
                 touched.update(p for p in (current.get(rid), assignment[roots[i]]) if p)
+        # A kept profile that is not active (a torn state a rebuild repairs) is revived and rewritten too.
+        inactive = set(session.scalars(select(Profile.id).where(Profile.status != "active"))) & claimed
         keys = runtime.keys(session)
         _write_profiles(session, keys, Resolver(session, keys, runtime.settings), order, members, assignment,
-                        touched & claimed, {rid for rid in order if current.get(rid) is None},
+                        (touched & claimed) | inactive, {rid for rid in order if current.get(rid) is None},
                         (lambda n: progress("profiles", n)) if progress else None)
         stats["changed_records"] = _write_links(session, run, order, roots, link, assignment, current,
                                                 (lambda n: progress("links", n)) if progress else None)

@@ -287,6 +287,29 @@ def test_rebuild_repairs_links_a_broken_run_left(any_runtime, tmp_path):
         assert s.get(SourceRecord, other).link_rule == rule
 
 
+def test_rebuild_revives_a_profile_marked_merged_that_still_holds_its_records(any_runtime, tmp_path):
+    """A torn state (a profile marked merged, its key shredded, its records
+    still pointing at it): the rebuild keeps the id, makes it active again
+    under a new key, with its golden record rebuilt."""
+    from identity.rebuild import rebuild
+    from identity.resolve import decrypt_golden
+
+    _demo(any_runtime, tmp_path, people=30)
+    before, ids = _partition(any_runtime)
+    with any_runtime.session() as s:
+        pid, other = s.scalars(select(Profile.id).where(Profile.status == "active").order_by(Profile.id).limit(2))
+        profile = s.get(Profile, pid)
+        old_key = profile.key_id
+        any_runtime.keys(s).destroy([old_key])
+        profile.status, profile.merged_into, profile.golden_ct, profile.provenance = "merged", other, None, {}
+    stats = rebuild(any_runtime)
+    assert stats["changed_records"] == 0 and _partition(any_runtime) == (before, ids)
+    with any_runtime.session() as s:
+        profile = s.get(Profile, pid)
+        assert (profile.status, profile.merged_into) == ("active", None) and profile.key_id != old_key
+        assert decrypt_golden(any_runtime.keys(s), profile)["identifiers"] and profile.provenance
+
+
 def test_one_rebuild_at_a_time_and_a_crashed_run_is_cleared(any_runtime, tmp_path):
     """The rebuild lock is real (a PostgreSQL advisory lock on its own
     connection, an flock beside the SQLite file): a second rebuild is refused
