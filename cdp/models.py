@@ -122,7 +122,9 @@ class Profile(Base):
     key_id: Mapped[str] = mapped_column(ForeignKey("data_keys.id"), index=True)
     golden_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
     provenance: Mapped[dict] = mapped_column(JSON, default=dict)
-    status: Mapped[str] = mapped_column(String(16), default="active", index=True)  # active | merged | deleted
+    # active | merged | deleted; not indexed: nearly every row is active, and SQLite without
+    # statistics preferred such an index to a lookup by a chunk of profile ids.
+    status: Mapped[str] = mapped_column(String(16), default="active")
     merged_into: Mapped[str | None] = mapped_column(String(36), index=True)
     record_count: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -198,10 +200,13 @@ class Event(Base):
     hold free text) are ciphertext under the record's key."""
 
     __tablename__ = "events"
+    # By profile and type in one index; no index on type alone (a handful of
+    # values: SQLite without statistics preferred it to a lookup by profiles).
+    __table_args__ = (Index("ix_events_profile_type", "profile_id", "type"),)
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     record_id: Mapped[str] = mapped_column(ForeignKey("source_records.id"), index=True)
-    profile_id: Mapped[str | None] = mapped_column(String(36), index=True)
-    type: Mapped[str] = mapped_column(String(64), index=True)
+    profile_id: Mapped[str | None] = mapped_column(String(36))
+    type: Mapped[str] = mapped_column(String(64))
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
     amount: Mapped[Decimal | None] = mapped_column(Numeric(14, 2))
     currency: Mapped[str | None] = mapped_column(String(3))

@@ -206,3 +206,37 @@ def test_migration_0010_counts_existing_metrics_matches_the_model_and_downgrades
         assert "metrics_totals" not in inspect(conn).get_table_names()
     migrate.upgrade(settings, "head")
     engine.dispose()
+
+
+def test_a_chunk_refresh_looks_its_profiles_up_never_scans_the_base(runtime):
+    """SQLite plans without statistics: with an index on events.type or
+    profiles.status it scanned every purchase and every active profile per
+    chunk of a refresh (a million-record rebuild's refresh grew with the
+    square of the base). Every statement of a refresh must find its rows
+    through the profile ids."""
+    from sqlalchemy import event
+
+    from activation.metrics import refresh_profiles
+
+    people = load_people(runtime)
+    statements = []
+
+    def capture(conn, cursor, sql, params, context, executemany):
+        if sql.lstrip().upper().startswith("SELECT") and not executemany:
+            statements.append((sql, params))
+
+    # A full chunk of ids (the planner weighs the length of an IN list), most of them unknown.
+    ids = list(set(people.values())) + [f"00000000-0000-0000-0000-{n:012d}" for n in range(494)]
+    event.listen(runtime.engine, "before_cursor_execute", capture)
+    try:
+        assert refresh_profiles(runtime, ids) == len(set(people.values()))
+    finally:
+        event.remove(runtime.engine, "before_cursor_execute", capture)
+    plans = []
+    with runtime.engine.connect() as conn:
+        for sql, params in statements:
+            plans += [row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params)]
+    touching = [p for p in plans if " events " in p + " " or " profiles " in p + " "]
+    assert any("events" in p for p in touching) and any("profiles" in p for p in touching)
+    # Looked up by profile id ("(profile_id=?" on events, "(id=?)" on profiles), not by a type or status.
+    assert all("(profile_id=?" in p or "(id=?)" in p for p in touching), touching
