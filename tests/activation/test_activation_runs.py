@@ -368,7 +368,9 @@ def test_scheduled_activations_are_due_after_their_interval(runtime, receiver):
     _destination(runtime, "hook", "webhook", receiver.config())
     hourly = _activation(runtime, sid, "hook", fields=("email",), schedule={"every_minutes": 60})
     _activation(runtime, sid, "hook", fields=("email",), name="manual")
-    nightly = _activation(runtime, sid, "hook", fields=("email",), name="nightly", schedule={"cron": "0 3 * * *"})
+    # Daily, twelve hours from now (cron reads UTC): an hour from now is never past its next run.
+    hour = (utcnow().hour + 12) % 24
+    nightly = _activation(runtime, sid, "hook", fields=("email",), name="nightly", schedule={"cron": f"0 {hour} * * *"})
     assert due_activations(runtime) == [hourly, nightly]  # never run: due now
     submit_run(runtime, hourly)
     submit_run(runtime, nightly)

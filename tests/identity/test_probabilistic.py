@@ -184,7 +184,8 @@ def test_batch_rebuild_gives_the_incremental_clusters(any_runtime, tmp_path):
     assert stats["changed_records"] == 0
     assert ids_after == ids_before  # profile ids (and what hangs on them) survive a rebuild
     phases = stats["phase_seconds"]  # where a slow rebuild spends its time
-    assert list(phases) == ["rank", "edges", "clusters", "write"] and 0 < sum(phases.values()) <= stats["seconds"]
+    assert list(phases) == ["rank", "edges", "clusters", "write"]
+    assert 0 < sum(phases.values()) <= stats["seconds"] + 0.05  # each rounded to 0.01 s
 
 
 def test_rebuild_in_local_processes_gives_the_incremental_clusters(tmp_path, backend, monkeypatch):
