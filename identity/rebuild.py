@@ -41,11 +41,10 @@ from sqlalchemy.exc import DBAPIError
 from cdp import crypto
 from cdp.models import CannotLink, Event, Identifier, MergeEvent, Profile, SourceRecord, new_id, utcnow
 from cdp.store import Runtime, among, insert_rows, update_rows
-from identity import golden as golden_mod
 from identity.features import KEYS_VERSION
 from identity.models import LabelledPair, RebuildEdge, RebuildKey, ReviewItem
 from identity.pairs import Edge, decide
-from identity.resolve import MATCHABLE, Resolver, active_model, aware, load_features
+from identity.resolve import MATCHABLE, Resolver, active_model, golden_of, load_features
 
 SLICE = 1000
 REBUILD_LOCK_ID = 0x72626C64  # "rbld"
@@ -467,20 +466,13 @@ def _write_profiles(session, keys, resolver: Resolver, order: list[str], members
         new_rows, changed_rows, linked, payloads = [], [], [], {}
         for root in batch:
             pid = assignment[root]
-            items = []
-            for rid in sorted(order[i] for i in members[root]):  # id order, as Resolver.rebuild_goldens
-                rec = records[rid]
-                try:
-                    payload = crypto.decrypt_json(keys.get(rec.key_id), rec.payload_ct, "source_records", rid,
-                                                  "payload")
-                except crypto.DecryptionError:
-                    continue  # erased: it contributes nothing
-                items.append((golden_mod.RecordInfo(rid, rec.source, resolver.trust(rec.source),
-                                                    aware(rec.observed_at)), payload))
-                if rid in first_time:
-                    linked.append(_Linked(rid, rec.source, rec.key_id, rec.payload_ct, pid))
-                    payloads[rid] = payload
-            golden, provenance = golden_mod.build(items, resolver.settings.survivorship)
+            cluster_records = [records[order[i]] for i in members[root]]
+            golden, provenance, decrypted = golden_of(keys, resolver.trust, resolver.settings.survivorship,
+                                                      cluster_records)
+            for rec in cluster_records:
+                if rec.id in first_time and rec.id in decrypted:
+                    linked.append(_Linked(rec.id, rec.source, rec.key_id, rec.payload_ct, pid))
+                    payloads[rec.id] = decrypted[rec.id]
             old = existing.get(pid)
             if old is None or (old.status != "active" and old.emptied):  # new, or revived after its key was shredded
                 key_id, dek = keys.create(bulk=True)

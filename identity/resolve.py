@@ -100,6 +100,24 @@ def decrypt_payload(keys: KeyStore, record: SourceRecord) -> dict:
     return crypto.decrypt_json(keys.get(record.key_id), record.payload_ct, "source_records", record.id, "payload")
 
 
+def golden_of(keys: KeyStore, trust, survivorship: tuple[str, ...], records) -> tuple[dict, dict, dict[str, dict]]:
+    """A profile's golden record and provenance from its source records (ORM
+    objects or rows with id, source, key_id, payload_ct, observed_at; taken in
+    id order, so the result never depends on how they were loaded), and the
+    payloads it decrypted. A record whose key was destroyed (erased) adds nothing."""
+    items, payloads = [], {}
+    for record in sorted(records, key=lambda r: r.id):
+        try:
+            payload = decrypt_payload(keys, record)
+        except crypto.DecryptionError:
+            continue
+        payloads[record.id] = payload
+        items.append((golden_mod.RecordInfo(record.id, record.source, trust(record.source),
+                                            aware(record.observed_at)), payload))
+    golden, provenance = golden_mod.build(items, survivorship)
+    return golden, provenance, payloads
+
+
 def decrypt_golden(keys: KeyStore, profile: Profile) -> dict:
     if profile.golden_ct is None:
         return {"identifiers": {}}
@@ -666,13 +684,11 @@ class Resolver:
         for start in range(0, len(profiles), 500):
             part = {p.id: p for p in profiles[start:start + 500]}
             by_profile: dict[str, list[SourceRecord]] = {pid: [] for pid in part}
-            for r in self.session.scalars(select(SourceRecord).where(SourceRecord.profile_id.in_(list(part)))
-                                          .order_by(SourceRecord.id)):
+            for r in self.session.scalars(select(SourceRecord).where(SourceRecord.profile_id.in_(list(part)))):
                 by_profile[r.profile_id].append(r)
             self.keys.preload([r.key_id for rs in by_profile.values() for r in rs] + [p.key_id for p in part.values()])
             for pid, records in by_profile.items():
-                items = [(_record_info(r, self.trust(r.source)), decrypt_payload(self.keys, r)) for r in records]
-                golden, provenance = golden_mod.build(items, self.settings.survivorship)
+                golden, provenance, _ = golden_of(self.keys, self.trust, self.settings.survivorship, records)
                 part[pid].record_count = len(records)
                 _store_golden(self.keys, part[pid], golden, provenance)
 
