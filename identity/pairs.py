@@ -3,6 +3,7 @@ batch rebuild (so both reach the same clusters): a deterministic rule on a
 shared strong identifier, else the probabilistic model's score."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from rapidfuzz.distance import JaroWinkler
@@ -48,6 +49,17 @@ def names_conflict(a: Features, b: Features) -> bool:
     return True
 
 
+def _bits(probability: float) -> float:
+    """The match weight (log2 odds) below which the model's probability is
+    below this one. At 0 nothing is below; at 1 (which the model reaches only
+    past 53 bits, rounding) everything is, up to at least 50 bits."""
+    if probability <= 0:
+        return -math.inf
+    if probability >= 1:
+        return 50.0
+    return math.log2(probability / (1 - probability))
+
+
 def decide(a: Features, b: Features, other: str, shared: set[str], model: Model, settings) -> Edge | None:
     """shared: strong identifier kinds the two records have in common."""
     order = {name: i for i, name in enumerate(settings.match_rules)}
@@ -65,7 +77,9 @@ def decide(a: Features, b: Features, other: str, shared: set[str], model: Model,
             return Edge(other, "same_email", order[rule], 1.0, {"matched_on": sorted(shared)})
         if rule == "phone_name" and "phone" in shared and names_agree(a, b, threshold):
             return Edge(other, "same_phone_and_name", order[rule], 1.0, {"matched_on": sorted(shared)})
-    vector = model.vector(a, b)
+    vector = model.vector_above(a, b, _bits(settings.review_threshold))
+    if vector is None:
+        return None
     _, probability = model.score(vector)
     if probability < settings.review_threshold:
         return None

@@ -277,6 +277,36 @@ class Model:
             self._cache_key = key
         return self._weight_table, self._prior_weight
 
+    def vector_above(self, a: Features, b: Features, floor: float) -> list | None:
+        """The comparison vector, or None as soon as the pair cannot reach
+        `floor` bits, whatever the fields not yet compared say: each adds at
+        most its best level's weight, and nothing when a value is missing.
+        Most blocked pairs are plainly different people; the fields with
+        most at stake go first, so those pairs skip the costlier rest."""
+        table, w = self._tables()
+        order, room = self._plan
+        vector: list = [None] * len(table)
+        for step, pos in enumerate(order):
+            if w + room[step] < floor - 1e-6:  # the margin absorbs summing in another order
+                return None
+            level = self.comparisons[pos].fn(a, b)
+            vector[pos] = level
+            if level is not None:
+                w += table[pos][level]
+        return vector
+
+    @property
+    def _plan(self) -> tuple[list[int], list[float]]:
+        """vector_above's order (largest best weight first) and, per step,
+        the most the fields from there on can add."""
+        table, _ = self._tables()
+        if getattr(self, "_plan_key", None) != self._cache_key:
+            best = [max(0.0, *row) for row in table]
+            order = sorted(range(len(table)), key=lambda i: -best[i])
+            room = [sum(best[i] for i in order[step:]) for step in range(len(order))]
+            self._plan_cache, self._plan_key = (order, room), self._cache_key
+        return self._plan_cache
+
     def weights(self, vector: list) -> list[float | None]:
         table, _ = self._tables()
         return [None if level is None else row[level] for row, level in zip(table, vector)]

@@ -97,3 +97,69 @@ def test_an_email_user_that_spells_the_name_is_not_counted_twice():
     assert cmp_email(rec("Carlos", "Souza", "kadu1980@yahoo.com.br"), rec("Carlos", "Souza", "kadu1980@gmail.com")) == 1
     # Same letters, other digits: other users.
     assert cmp_email(rec("Ana", "Lima", "ana1981@hotmail.com"), rec("Ana", "Lima", "ana1986@icloud.com")) == 2
+
+
+def _random_features(rng: random.Random) -> Features:
+    """Small vocabularies, so every level of every field turns up, values missing now and then."""
+    def maybe(value):
+        return value if rng.random() > 0.2 else None
+
+    def some(values):
+        return frozenset(rng.sample(values, rng.randint(0, min(2, len(values)))))
+
+    givens, surnames = ["ana", "anna", "maria", "mario", "joao"], ["silva", "silvia", "souza", "lima"]
+    given = maybe(rng.choice(givens))
+    return Features(
+        given=given, given_all=given, surnames=tuple(rng.sample(surnames, rng.randint(0, 2))),
+        birth_date=maybe(rng.choice(["19900517", "19901705", "19900518", "19851231"])),
+        postal_code=maybe(rng.choice(["01310100", "01310101", "22041001"])),
+        city=maybe(rng.choice(["sao paulo", "sao paolo", "rio de janeiro"])),
+        street=maybe(rng.choice(["rua augusta", "r augusta", "avenida atlantica"])),
+        street_number=maybe(rng.choice(["10", "12"])),
+        emails=some(["ana@x.com", "ana.silva@y.com", "m2@z.com"]),
+        phones=some(["5511987654321", "5521987654321", "5511912345678"]),
+        cpfs=some(["52998224725", "11144477735"]), cpfs_unverified=some(["52998224752"]),
+    )
+
+
+def test_the_bounded_vector_gives_up_only_on_pairs_below_the_floor():
+    """vector_above may stop early, and only when the full vector scores
+    below the floor; otherwise it is the full vector. Checked on the priors
+    and on a model whose weights are all over the place (some fields all
+    negative), at floors from very low to very high."""
+    rng = random.Random(5)
+    skewed = Model.default()
+    for c in skewed.comparisons:
+        skewed.m[c.name] = [rng.random() + 1e-3 for _ in c.levels]
+        skewed.u[c.name] = [rng.random() + 1e-3 for _ in c.levels]
+    skewed.changed()
+    gave_up = kept = 0
+    for model in (Model.default(), skewed):
+        for _ in range(3000):
+            a, b = _random_features(rng), _random_features(rng)
+            full = model.vector(a, b)
+            weight, _ = model.score(full)
+            for floor in (-40.0, -10.0, 0.0, 0.585, 8.0, 30.0):
+                bounded = model.vector_above(a, b, floor)
+                if bounded is None:
+                    gave_up += 1
+                    assert weight < floor
+                else:
+                    kept += 1
+                    assert bounded == full
+    assert gave_up > 1000 and kept > 1000  # both ways were exercised
+
+
+def test_decisions_at_the_extreme_review_thresholds(tmp_path):
+    """At review threshold 0 every scored pair is kept for review, however
+    different; at 1 none is (the model never reaches probability 1 below 53 bits)."""
+    from cdp.config import Settings
+    from identity.pairs import decide
+
+    a, b = person("ana", "lima", "19900517", "01310100"), person("bruno", "costa", "19650101", "22041001")
+    model = Model.default()
+    env = {"CDP_INSTANCE_PATH": str(tmp_path)}
+    kept = decide(a, b, "r2", set(), model, Settings.from_env(env, review_threshold=0.0))
+    assert kept is not None and kept.review and kept.probability < 1e-6
+    assert decide(a, b, "r2", set(), model, Settings.from_env(env, review_threshold=0.6)) is None
+    assert decide(a, a, "r2", set(), model, Settings.from_env(env, review_threshold=1.0)) is None
