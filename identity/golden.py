@@ -8,6 +8,8 @@ two different places. Identifiers keep every distinct value, best first.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property, lru_cache
+from operator import itemgetter
 from datetime import datetime, timezone
 
 GROUPS: dict[str, tuple[str, ...]] = {
@@ -25,29 +27,41 @@ class RecordInfo:
     trust: int
     observed_at: datetime
 
+    @cached_property
+    def observed_iso(self) -> str:
+        return self.observed_at.astimezone(timezone.utc).isoformat()
+
     def provenance(self, completeness: int) -> dict:
         return {
             "record_id": self.record_id,
             "source": self.source,
             "trust": self.trust,
-            "observed_at": self.observed_at.astimezone(timezone.utc).isoformat(),
+            "observed_at": self.observed_iso,
             "completeness": completeness,
         }
+
+    def rank(self, completeness: int, rules: tuple[str, ...]) -> tuple:
+        """What `_rank` gives for `provenance(completeness)`, without building it."""
+        return _rank({"trust": self.trust, "observed_at": self.observed_iso, "completeness": completeness,
+                      "record_id": self.record_id}, rules)
 
 
 def _rank(prov: dict, rules: tuple[str, ...]) -> tuple:
     """Sort key: larger is better, by the configured rule order; the record id
     breaks ties so the result never depends on arrival order."""
-    key = []
-    for rule in rules:
-        if rule == "source_trust":
-            key.append(prov["trust"])
-        elif rule == "most_recent":
-            key.append(prov["observed_at"])
-        elif rule == "most_complete":
-            key.append(prov["completeness"])
-    key.append(prov["record_id"])
-    return tuple(key)
+    return _ranker(rules)(prov)
+
+
+_RULE_FIELDS = {"source_trust": "trust", "most_recent": "observed_at", "most_complete": "completeness"}
+
+
+@lru_cache(maxsize=None)
+def _ranker(rules: tuple[str, ...]):
+    # One C-level lookup per provenance: survivorship ranks every field of every record.
+    fields = [_RULE_FIELDS[rule] for rule in rules if rule in _RULE_FIELDS]
+    if not fields:
+        return lambda prov: (prov["record_id"],)  # itemgetter of one key gives the value, not a tuple
+    return itemgetter(*fields, "record_id")
 
 
 def empty() -> tuple[dict, dict]:
@@ -62,29 +76,36 @@ def apply_record(golden: dict, provenance: dict, info: RecordInfo, payload: dict
         if not values:
             continue
         completeness = sum(len(str(v)) for v in values.values())
-        candidate = info.provenance(completeness)
         current = provenance.get(group)
-        if current is None or _rank(candidate, rules) > _rank(current, rules):
+        if current is None or info.rank(completeness, rules) > _rank(current, rules):
             golden[group] = values
-            provenance[group] = candidate
+            provenance[group] = info.provenance(completeness)
 
-    for ident in payload.get("identifiers", []):
+    identifiers = payload.get("identifiers", [])
+    if not identifiers:
+        return
+    ident_rank = (info.rank(1, rules),)  # the same for each of the record's identifiers
+    for ident in identifiers:
         # An identifier that failed validation (a CPF with a bad check digit)
         # is kept apart, so it is never shown or used as the verified value.
         kind = ident["kind"] if ident.get("valid", True) else f"{ident['kind']}_unverified"
         values = golden["identifiers"].setdefault(kind, [])
         provs = provenance["identifiers"].setdefault(kind, [])
-        candidate = {**info.provenance(1), "valid": ident["valid"]}
+        rank = (ident["valid"],) + ident_rank[0]
         if ident["value"] in values:
             i = values.index(ident["value"])
-            if _ident_rank(candidate, rules) > _ident_rank(provs[i], rules):
-                provs[i] = candidate
+            if rank <= _ident_rank(provs[i], rules):
+                continue  # the value's provenance stands: nothing moves
+            provs[i] = {**info.provenance(1), "valid": ident["valid"]}
         else:
             values.append(ident["value"])
-            provs.append(candidate)
-        order = sorted(range(len(values)), key=lambda i: _ident_rank(provs[i], rules), reverse=True)
-        golden["identifiers"][kind] = [values[i] for i in order]
-        provenance["identifiers"][kind] = [provs[i] for i in order]
+            provs.append({**info.provenance(1), "valid": ident["valid"]})
+        if len(values) > 1:
+            # Best first; values of equal rank (one record's two e-mails) by value, not by arrival.
+            order = sorted(range(len(values)), key=lambda i: values[i])
+            order.sort(key=lambda i: _ident_rank(provs[i], rules), reverse=True)
+            golden["identifiers"][kind] = [values[i] for i in order]
+            provenance["identifiers"][kind] = [provs[i] for i in order]
 
 
 def _ident_rank(prov: dict, rules: tuple[str, ...]) -> tuple:
