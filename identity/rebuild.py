@@ -44,7 +44,7 @@ from cdp.store import Runtime, among, insert_rows, update_rows
 from identity.features import KEYS_VERSION
 from identity.models import LabelledPair, RebuildEdge, RebuildKey, ReviewItem
 from identity.pairs import Edge, decide
-from identity.resolve import MATCHABLE, Resolver, active_model, golden_of, load_features
+from identity.resolve import FEATURES, MATCHABLE, Resolver, active_model, golden_of, load_features
 
 SLICE = 1000
 REBUILD_LOCK_ID = 0x72626C64  # "rbld"
@@ -233,6 +233,7 @@ _PROCESS_RUNTIME: Runtime | None = None
 def _start_edge_process(settings, keyring) -> None:
     global _PROCESS_RUNTIME
     _PROCESS_RUNTIME = Runtime(settings, keyring)
+    FEATURES.limit = settings.feature_cache
 
 
 def _edges_in_this_process(run: str, record_ids: list[str]) -> int:
