@@ -125,10 +125,13 @@ def rank_keys(runtime: Runtime, run: str) -> int:
     with runtime.session() as session:
         sqlite = runtime.settings.is_sqlite
         if sqlite:
-            # This statement joins every identifier to its record: read through a memory
-            # map, not a 2 MB page cache, it takes a third less time. Only here, so the
+            # This statement joins every identifier to its record and sorts them by key:
+            # read through a memory map, not a 2 MB page cache, it takes a third less
+            # time; with 256 MB of cache its sort, which spills to temporary files in
+            # runs the size of the cache, another quarter less. Only here, so the
             # long-lived processes' resident memory does not fill with mapped pages.
             session.execute(text("PRAGMA mmap_size=1073741824"))
+            session.execute(text("PRAGMA cache_size=-262144"))
         try:
             written = session.execute(insert(RebuildKey.__table__).from_select(
                 ["run", "blind_index", "n", "record_id", "kind", "strong"],
@@ -138,6 +141,7 @@ def rank_keys(runtime: Runtime, run: str) -> int:
         finally:
             if sqlite:
                 session.execute(text("PRAGMA mmap_size=0"))  # the connection goes back to the pool
+                session.execute(text("PRAGMA cache_size=-2000"))  # SQLite's default
     if not sqlite:
         with runtime.session() as session:  # statistics of the fresh rows, for the self-join's plan
             session.execute(text("ANALYZE rebuild_keys"))

@@ -188,6 +188,25 @@ def test_batch_rebuild_gives_the_incremental_clusters(any_runtime, tmp_path):
     assert 0 < sum(phases.values()) <= stats["seconds"] + 0.05  # each rounded to 0.01 s
 
 
+def test_the_key_ranking_gives_its_connection_back_as_it_found_it(runtime):
+    """Ranking the keys runs with a memory map and a big page cache on
+    SQLite; the pooled connection goes back with the defaults, or every
+    later query of the process would hold that memory."""
+    from sqlalchemy import text
+
+    from identity.rebuild import rank_keys
+
+    ingest_batch(runtime, "crm", [person(f"c{i}", full_name="Ana Lima", birth_date="1990-05-17") for i in range(3)],
+                 resolve=False)
+    with runtime.session() as session:
+        default = session.execute(text("PRAGMA cache_size")).scalar()
+    assert rank_keys(runtime, "run-1") > 0
+    assert runtime.engine.pool.checkedin() == 1  # the same connection comes back next
+    with runtime.session() as session:
+        assert session.execute(text("PRAGMA cache_size")).scalar() == default
+        assert session.execute(text("PRAGMA mmap_size")).scalar() == 0
+
+
 def test_rebuild_in_local_processes_gives_the_incremental_clusters(tmp_path, backend, monkeypatch):
     """Without rq, phase 1 runs in a pool of spawned processes, each with its
     own connections (SQLite's writers take turns); the clusters are the same."""
