@@ -45,7 +45,8 @@ class Settings:
     survivorship: tuple[str, ...] = SURVIVORSHIP_RULES
     resolve_batch_size: int = 500
     # Matching features of recently seen records a worker keeps in memory
-    # (packed, about 0.4 KB each): a miss costs a select, a decryption and a re-parse.
+    # (packed, about 0.4 KB each, the most recently used fifth also as objects,
+    # about 1.9 KB each): a miss costs a select, a decryption and a re-parse.
     feature_cache: int = 500_000
     # Processes for the rebuild's pair scoring when no rq workers are configured
     # (0: one per available core).

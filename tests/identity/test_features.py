@@ -93,3 +93,18 @@ def test_the_feature_cache_is_bounded_and_versioned():
     assert cache.get("r1", 2) == c and cache.get("r3", 1) == a
     off = FeatureCache(0)
     assert off.put("r1", 1, a) == a and len(off) == 0 and off.get("r1", 1) is None
+
+
+def test_the_most_recently_used_features_stay_objects():
+    from identity.resolve import FeatureCache
+
+    cache = FeatureCache(10)  # a fifth of it as objects: two
+    people = [from_payload({"traits": {"full_name": f"Pessoa {name} Lima"}}) for name in "abcde"]
+    for i, f in enumerate(people):
+        cache.put(f"r{i}", 1, f)
+    assert cache.get("r4", 1) is people[4]  # still an object: no unpacking
+    first = cache.get("r0", 1)
+    assert first == people[0] and first is not people[0]  # unpacked from the packed tier
+    assert cache.get("r0", 1) is first  # and kept as an object from then on
+    cache.put("r0", 2, people[1])
+    assert cache.get("r0", 1) is None and cache.get("r0", 2) is people[1]  # never an old version
