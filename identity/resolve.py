@@ -191,17 +191,20 @@ def features_of(keys: KeyStore, record_id: str, version: int, key_id: str, paylo
     return FEATURES.put(record_id, version, features_mod.from_payload(payload))
 
 
-def load_features(session: Session, keys: KeyStore, record_ids: list[str]) -> dict[str, Features]:
+def load_features(session: Session, keys: KeyStore, record_ids: list[str],
+                  versions: dict[str, int] | None = None) -> dict[str, Features]:
     """Matching features of stored records, from the in-memory cache or by
     decrypting their payloads (500 per query). Used by resolution, training
-    and batch rebuild alike. Versions are read first: a cached record's
-    ciphertext need not leave the database."""
+    and batch rebuild alike. Versions are read first (unless the caller read
+    them with the records' ids): a cached record's ciphertext need not leave
+    the database."""
     out: dict[str, Features] = {}
     for start in range(0, len(record_ids), 500):
         missing = []
-        for rid, version in session.execute(
-            select(SourceRecord.id, SourceRecord.version)
-            .where(among(session, SourceRecord.id, record_ids[start:start + 500]))
+        part = record_ids[start:start + 500]
+        for rid, version in (
+            [(rid, versions[rid]) for rid in part] if versions is not None else
+            session.execute(select(SourceRecord.id, SourceRecord.version).where(among(session, SourceRecord.id, part)))
         ):
             cached = FEATURES.get(rid, version)
             if cached is None:
@@ -251,21 +254,21 @@ MATCHABLE = or_(Identifier.__table__.c.strong.is_(True), Identifier.__table__.c.
 # Resolved records holding each blocking key, at most `lim` (cap + 1) per key:
 # LATERAL ... LIMIT stops reading a crowded key's index entries there.
 _HOLDERS_PG = text("""
-    SELECT k.bi, h.id, h.profile_id
+    SELECT k.bi, h.id, h.profile_id, h.version
     FROM unnest(CAST(:bis AS bytea[]), CAST(:lims AS integer[])) AS k(bi, lim)
     CROSS JOIN LATERAL (
-        SELECT sr.id, sr.profile_id FROM identifiers i JOIN source_records sr ON sr.id = i.record_id
+        SELECT sr.id, sr.profile_id, sr.version FROM identifiers i JOIN source_records sr ON sr.id = i.record_id
         WHERE i.blind_index = k.bi AND (i.strong OR left(i.kind, 3) = 'bk:') AND sr.profile_id IS NOT NULL
         LIMIT k.lim) AS h
 """)
 
 
-def holders(session: Session, caps: dict[bytes, int]) -> dict[bytes, list[tuple[str, str]]]:
-    """(record id, profile id) of the resolved records holding each key, at
+def holders(session: Session, caps: dict[bytes, int]) -> dict[bytes, list[tuple[str, str, int]]]:
+    """(record id, profile id, version) of the resolved records holding each key, at
     most cap+1 per key: enough to tell a key that is too common, never the
     whole crowd (which holders come back does not matter: a key with more
     than cap holders is not used)."""
-    out: dict[bytes, list[tuple[str, str]]] = {}
+    out: dict[bytes, list[tuple[str, str, int]]] = {}
     bis = list(caps)
     postgres = session.get_bind().dialect.name == "postgresql"
     i, sr = Identifier.__table__, SourceRecord.__table__
@@ -275,17 +278,17 @@ def holders(session: Session, caps: dict[bytes, int]) -> dict[bytes, list[tuple[
             rows = session.execute(_HOLDERS_PG, {"bis": part, "lims": [caps[bi] + 1 for bi in part]})
         else:  # SQLite has no LATERAL: rank the holders of each key instead
             ranked = (
-                select(i.c.blind_index, sr.c.id, sr.c.profile_id,
+                select(i.c.blind_index, sr.c.id, sr.c.profile_id, sr.c.version,
                        func.row_number().over(partition_by=i.c.blind_index, order_by=sr.c.id).label("n"))
                 .join(sr, sr.c.id == i.c.record_id)
                 .where(i.c.blind_index.in_(part), MATCHABLE,
                        sr.c.profile_id.is_not(None))
                 .subquery()
             )
-            rows = session.execute(select(ranked.c.blind_index, ranked.c.id, ranked.c.profile_id)
+            rows = session.execute(select(ranked.c.blind_index, ranked.c.id, ranked.c.profile_id, ranked.c.version)
                                    .where(ranked.c.n <= max(caps[bi] for bi in part) + 1))
-        for bi, rid, pid in rows:
-            out.setdefault(bi, []).append((rid, pid))
+        for bi, rid, pid, version in rows:
+            out.setdefault(bi, []).append((rid, pid, version))
     return out
 
 
@@ -351,15 +354,17 @@ class Resolver:
                 for r in records for i in r.identifiers if matchable(i)}
         known = crowded_keys(self.settings.database_url)
         self._crowded = {bi for bi, cap in caps.items() if cap <= known.get(bi, -1)}
+        versions: dict[str, int] = {}
         for bi, found in holders(self.session, {bi: cap for bi, cap in caps.items() if bi not in self._crowded}).items():
             if len(found) > caps[bi]:
                 self._crowded.add(bi)  # too common: its holders are not candidates (nor loaded)
                 known[bi] = caps[bi]
                 continue
-            self._index.setdefault(bi, []).extend(rid for rid, _ in found)
-            for rid, pid in found:
+            self._index.setdefault(bi, []).extend(rid for rid, _, _ in found)
+            for rid, pid, version in found:
                 self._record_profile[rid] = pid
-        self._load_features([rid for rid in self._record_profile if rid not in self._features])
+                versions[rid] = version
+        self._load_features([rid for rid in self._record_profile if rid not in self._features], versions)
         if self.session.scalar(select(LabelledPair.id).limit(1)) is None:
             return  # nobody has decided a pair yet
         ids = list(self._record_profile) + [r.id for r in records]
@@ -383,8 +388,8 @@ class Resolver:
                     wanted.add(self._record_profile[edge.other])
         self._load_profiles(wanted)
 
-    def _load_features(self, record_ids: list[str]) -> None:
-        self._features.update(load_features(self.session, self.keys, record_ids))
+    def _load_features(self, record_ids: list[str], versions: dict[str, int] | None = None) -> None:
+        self._features.update(load_features(self.session, self.keys, record_ids, versions))
 
     def _load_profiles(self, pids: set[str]) -> None:
         wanted = [p for p in pids if p not in self._cpfs]
