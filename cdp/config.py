@@ -45,9 +45,8 @@ class Settings:
     survivorship: tuple[str, ...] = SURVIVORSHIP_RULES
     resolve_batch_size: int = 500
     # Matching features of recently seen records a worker keeps in memory
-    # (packed, about 0.4 KB each, the most recently used fifth also as objects,
-    # about 1.9 KB each): a miss costs a select, a decryption and a re-parse.
-    feature_cache: int = 500_000
+    # (about 1.9 KB each): a miss costs a select, a decryption and a re-parse.
+    feature_cache: int = 100_000
     # Processes for the rebuild's pair scoring when no rq workers are configured
     # (0: one per available core).
     rebuild_processes: int = 0
@@ -104,7 +103,7 @@ class Settings:
             max_name_block=int(_number(env, "CDP_MAX_NAME_BLOCK", 30, 2, 100_000)),
             survivorship=_choice_list(env, "CDP_SURVIVORSHIP", SURVIVORSHIP_RULES),
             resolve_batch_size=int(_number(env, "CDP_RESOLVE_BATCH_SIZE", 500, 1, 100_000)),
-            feature_cache=int(_number(env, "CDP_FEATURE_CACHE", 500_000, 0, 10_000_000)),
+            feature_cache=int(_number(env, "CDP_FEATURE_CACHE", 100_000, 0, 10_000_000)),
             rebuild_processes=int(_number(env, "CDP_REBUILD_PROCESSES", 0, 0, 256)),
             controller_name=env.get("CDP_CONTROLLER_NAME") or cls.controller_name,
             dpo_name=env.get("CDP_DPO_NAME") or cls.dpo_name,

@@ -6,7 +6,6 @@ clear; blocking keys are stored only as blind indexes.
 """
 from __future__ import annotations
 
-import marshal
 import re
 from functools import lru_cache
 from dataclasses import dataclass, field
@@ -74,15 +73,6 @@ class Features:
     @property
     def surname(self) -> str | None:
         return self.surnames[-1] if self.surnames else None
-
-    def pack(self) -> bytes:
-        """A compact copy for in-memory caches: about 240 bytes, where the
-        object with its sets and strings takes about 1.9 KB. Never stored."""
-        return marshal.dumps(tuple(getattr(self, name) for name in self.__slots__))
-
-    @classmethod
-    def unpack(cls, packed: bytes) -> "Features":
-        return cls(*marshal.loads(packed))
 
 
 @lru_cache(maxsize=100_000)

@@ -131,54 +131,35 @@ def _store_golden(keys: KeyStore, profile: Profile, golden: dict, provenance: di
 
 
 class FeatureCache:
-    """Matching features of recently seen records, in memory only, bounded:
-    a record meets the same candidates again and again as its people
-    reappear, and a miss costs a select, a decryption and a normalization
-    (~100 µs). Two tiers: every entry packed (`Features.pack`, about 0.4 KB
-    with its key, oldest stored out first), and the most recently used fifth
-    also as objects (about 1.9 KB each), since a resolution chunk reads the
-    features of every holder of its keys and unpacking them all again would
-    cost as much as the decisions. Keyed by record id with the record's
-    version: its payload is only ever rewritten as a new version
-    (cdp.ingest), and the version is a small column, where checking the
-    payload itself would read its ciphertext."""
+    """Matching features of recently seen records, in memory only, bounded
+    (least recently stored out first): a record meets the same candidates
+    again and again as its people reappear. Keyed by record id and version:
+    its payload is only ever rewritten as a new version (cdp.ingest), and the
+    version is a small column, where checking the payload itself would read
+    its ciphertext. Kept as objects: packed copies (marshal, a fifth of the
+    memory) were measured slower at 200k records, since every unpacked copy
+    brings new strings whose hashes and comparisons are computed again.
+    A large base resolves faster with a larger cache (about 1.9 KB an entry)."""
 
     def __init__(self, limit: int):
         self.limit = limit
-        self._packed: "OrderedDict[str, tuple[int, bytes]]" = OrderedDict()
-        self._hot: "OrderedDict[str, tuple[int, Features]]" = OrderedDict()
+        self._items: "OrderedDict[tuple[str, int], Features]" = OrderedDict()
 
     def get(self, record_id: str, version: int) -> Features | None:
-        item = self._hot.get(record_id)
-        if item is not None and item[0] == version:
-            self._hot.move_to_end(record_id)
-            return item[1]
-        packed = self._packed.get(record_id)
-        if packed is None or packed[0] != version:
-            return None
-        return self._keep_hot(record_id, version, Features.unpack(packed[1]))
+        return self._items.get((record_id, version))
 
     def put(self, record_id: str, version: int, features: Features) -> Features:
         if self.limit:
-            self._packed[record_id] = (version, features.pack())
-            self._packed.move_to_end(record_id)  # a new version counts as stored now
-            while len(self._packed) > self.limit:
-                self._packed.popitem(last=False)
-            self._keep_hot(record_id, version, features)
-        return features
-
-    def _keep_hot(self, record_id: str, version: int, features: Features) -> Features:
-        self._hot[record_id] = (version, features)
-        self._hot.move_to_end(record_id)
-        while len(self._hot) > max(self.limit // 5, 1 if self.limit else 0):
-            self._hot.popitem(last=False)
+            self._items[(record_id, version)] = features
+            while len(self._items) > self.limit:
+                self._items.popitem(last=False)
         return features
 
     def __len__(self) -> int:
-        return len(self._packed)
+        return len(self._items)
 
 
-FEATURES = FeatureCache(500_000)  # one per process; Resolver and the rebuild's processes set its size from the settings
+FEATURES = FeatureCache(100_000)  # one per process; Resolver and the rebuild's processes set its size from the settings
 
 
 def features_of(keys: KeyStore, record_id: str, version: int, key_id: str, payload_ct: bytes,
