@@ -127,11 +127,11 @@ def rank_keys(runtime: Runtime, run: str) -> int:
         if sqlite:
             # This statement joins every identifier to its record and sorts them by key:
             # read through a memory map, not a 2 MB page cache, it takes a third less
-            # time; with 256 MB of cache its sort, which spills to temporary files in
+            # time; with 64 MB of cache its sort, which spills to temporary files in
             # runs the size of the cache, another quarter less. Only here, so the
             # long-lived processes' resident memory does not fill with mapped pages.
             session.execute(text("PRAGMA mmap_size=1073741824"))
-            session.execute(text("PRAGMA cache_size=-262144"))
+            session.execute(text("PRAGMA cache_size=-65536"))
         try:
             written = session.execute(insert(RebuildKey.__table__).from_select(
                 ["run", "blind_index", "n", "record_id", "kind", "strong"],
