@@ -37,8 +37,6 @@ sys.path.insert(1, str(HERE))
 def store(people: int, base: Path) -> None:
     from synthetic import Dataset, write_dataset
 
-    from cdp.cli import ingest_connector
-    from plugins.file_source import FileSource
     from tests.conftest import make_runtime, make_settings
 
     if base.exists():
@@ -48,17 +46,13 @@ def store(people: int, base: Path) -> None:
     ds = Dataset(base / "data")
     runtime = make_runtime(make_settings(base / "instance"))
     started = time.perf_counter()
-    for data, mapping in ds.files:
-        config = {"path": str(data)} | ({"mapping": str(mapping)} if mapping else {})
-        ingest_connector(runtime, FileSource(config), quiet=True, resolve=False)
+    ds.ingest(runtime, resolve=False)
     print(json.dumps({"records": ds.records, "stored_s": round(time.perf_counter() - started, 1)}))
 
 
 def rebuild(base: Path, processes: int | None) -> None:
     from synthetic import Dataset
 
-    from cdp.links import iter_links
-    from identity.evaluate import pairwise, read_truth
     from identity.rebuild import rebuild as run_rebuild
     from tests.conftest import make_runtime, make_settings
 
@@ -70,10 +64,9 @@ def rebuild(base: Path, processes: int | None) -> None:
         started = time.perf_counter()
         stats = run_rebuild(runtime)
         seconds = time.perf_counter() - started
-        scores = pairwise({(s, e): p for s, e, p in iter_links(runtime)}, read_truth(Dataset(base / "data").truth_path))
+        f1 = Dataset(base / "data").score(runtime)["f1"]
     print(json.dumps({"code": str(ROOT), "seconds": round(seconds, 1), "phase_seconds": stats["phase_seconds"],
-                      "f1": scores.as_dict()["f1"],
-                      "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10}), flush=True)
+                      "f1": f1, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10}), flush=True)
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import cached_property
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,14 +46,32 @@ class Dataset:
         self.files = [(Path(d), Path(m) if m else None) for d, m in meta["files"]]
         self.truth_path, self.records = Path(meta["truth"]), meta["records"]
 
+    def ingest(self, runtime, resolve: bool, bar=None) -> None:
+        """Every file through the file connector, as an operator would load them."""
+        from cdp.cli import ingest_connector
+        from plugins.file_source import FileSource
+
+        for data, mapping in self.files:
+            config = {"path": str(data)} | ({"mapping": str(mapping)} if mapping else {})
+            ingest_connector(runtime, FileSource(config), quiet=True, bar=bar, resolve=resolve)
+
+    def score(self, runtime) -> dict:
+        """Pairwise precision, recall and F1 of the stored clusters against the truth."""
+        from cdp.links import iter_links
+        from identity.evaluate import pairwise
+
+        return pairwise({(s, e): p for s, e, p in iter_links(runtime)}, self.truth).as_dict()
+
+    @cached_property
+    def truth(self):
+        from identity.evaluate import read_truth
+
+        return read_truth(self.truth_path)  # read once: a million lines at 1M records
+
 
 def run_cdp(data_dir: Path, database_url: str | None, backfill: bool = False) -> dict:
-    from cdp.cli import ingest_connector
-    from cdp.links import iter_links
-    from identity.evaluate import pairwise, read_truth
     from identity.rebuild import rebuild
     from identity.training import train
-    from plugins.file_source import FileSource
     from tests.conftest import make_runtime, make_settings
 
     ds = Dataset(data_dir)
@@ -78,28 +97,25 @@ def run_cdp(data_dir: Path, database_url: str | None, backfill: bool = False) ->
 
         bar = Bar()
         t0 = time.perf_counter()
-        for data, mapping in ds.files:
-            config = {"path": str(data)} | ({"mapping": str(mapping)} if mapping else {})
-            ingest_connector(runtime, FileSource(config), quiet=True, bar=bar, resolve=not backfill)
+        ds.ingest(runtime, resolve=not backfill, bar=bar)
         incremental = time.perf_counter() - t0
         peak_incremental = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"progress {'stored' if backfill else 'incremental done'} in {incremental:.0f} s",
               file=sys.stderr, flush=True)
-        truth = read_truth(ds.truth_path)
         out = {"records": ds.records}
         if backfill:  # the backfill path: stored without resolution, resolved by one rebuild
             out.update(stored_s=round(incremental, 1), stored_per_s=round(ds.records / incremental, 1))
             t = time.perf_counter()
             stats = rebuild(runtime)
             out.update(backfill_rebuild_s=round(time.perf_counter() - t, 1), backfill_phase_s=stats["phase_seconds"])
-            backfilled = pairwise({(s, e): p for s, e, p in iter_links(runtime)}, truth).as_dict()
+            backfilled = ds.score(runtime)
             print(f"progress backfill rebuilt in {out['backfill_rebuild_s']:.0f} s (phases {stats['phase_seconds']},"
                   f" F1 {backfilled['f1']}, peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10} MB)",
                   file=sys.stderr, flush=True)
         else:
             out.update(incremental_s=round(incremental, 1), records_per_s=round(ds.records / incremental, 1))
         out["peak_mb_incremental"] = round(peak_incremental)
-        out.update(pairwise({(s, e): p for s, e, p in iter_links(runtime)}, truth).as_dict())
+        out.update(ds.score(runtime))
         # What an operator does after the first load: train on the data,
         # then rebuild every cluster with the trained model.
         t1 = time.perf_counter()
@@ -111,7 +127,7 @@ def run_cdp(data_dir: Path, database_url: str | None, backfill: bool = False) ->
         out.update(rebuild_s=round(time.perf_counter() - t2, 1), rebuild_phase_s=stats["phase_seconds"],
                    rebuild_changed=stats["changed_records"])
         print(f"progress rebuilt in {out['rebuild_s']:.0f} s", file=sys.stderr, flush=True)
-        trained = pairwise({(s, e): p for s, e, p in iter_links(runtime)}, truth).as_dict()
+        trained = ds.score(runtime)
         out["trained"] = {k: trained[k] for k in ("precision", "recall", "f1")}
     return out
 
@@ -123,7 +139,7 @@ def run_splink(data_dir: Path) -> dict:
     from splink import DuckDBAPI, Linker, SettingsCreator, block_on
 
     from cdp.ingest import normalize_record
-    from identity.evaluate import pairwise, read_truth
+    from identity.evaluate import pairwise
     from plugins.file_source import FileSource
     from schemas.record import load_record
 
@@ -169,7 +185,7 @@ def run_splink(data_dir: Path) -> dict:
     clusters = linker.clustering.cluster_pairwise_predictions_at_threshold(predictions, 0.95).as_pandas_dataframe()
     seconds = time.perf_counter() - t0
     predicted = {tuple(uid.split("|", 1)): str(c) for uid, c in zip(clusters["uid"], clusters["cluster_id"])}
-    score = pairwise(predicted, read_truth(ds.truth_path)).as_dict()
+    score = pairwise(predicted, ds.truth).as_dict()
     return {"records": len(df), "seconds": round(seconds, 1), **score}
 
 

@@ -84,14 +84,14 @@ def apply_record(golden: dict, provenance: dict, info: RecordInfo, payload: dict
     identifiers = payload.get("identifiers", [])
     if not identifiers:
         return
-    ident_rank = (info.rank(1, rules),)  # the same for each of the record's identifiers
+    record_rank = info.rank(1, rules)  # the same for each of the record's identifiers
     for ident in identifiers:
         # An identifier that failed validation (a CPF with a bad check digit)
         # is kept apart, so it is never shown or used as the verified value.
         kind = ident["kind"] if ident.get("valid", True) else f"{ident['kind']}_unverified"
         values = golden["identifiers"].setdefault(kind, [])
         provs = provenance["identifiers"].setdefault(kind, [])
-        rank = (ident["valid"],) + ident_rank[0]
+        rank = (ident["valid"],) + record_rank
         if ident["value"] in values:
             i = values.index(ident["value"])
             if rank <= _ident_rank(provs[i], rules):

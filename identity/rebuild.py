@@ -130,6 +130,7 @@ def rank_keys(runtime: Runtime, run: str) -> int:
             # time; with 64 MB of cache its sort, which spills to temporary files in
             # runs the size of the cache, another quarter less. Only here, so the
             # long-lived processes' resident memory does not fill with mapped pages.
+            cache_size = session.execute(text("PRAGMA cache_size")).scalar()
             session.execute(text("PRAGMA mmap_size=1073741824"))
             session.execute(text("PRAGMA cache_size=-65536"))
         try:
@@ -140,8 +141,9 @@ def rank_keys(runtime: Runtime, run: str) -> int:
                 .where(ranked.c.n <= ranked.c.lim, ranked.c.holders > 1))).rowcount  # a key held once makes no pair
         finally:
             if sqlite:
-                session.execute(text("PRAGMA mmap_size=0"))  # the connection goes back to the pool
-                session.execute(text("PRAGMA cache_size=-2000"))  # SQLite's default
+                # The connection goes back to the pool as it came out.
+                session.execute(text("PRAGMA mmap_size=0"))
+                session.execute(text(f"PRAGMA cache_size={int(cache_size)}"))
     if not sqlite:
         with runtime.session() as session:  # statistics of the fresh rows, for the self-join's plan
             session.execute(text("ANALYZE rebuild_keys"))

@@ -183,10 +183,12 @@ def load_features(session: Session, keys: KeyStore, record_ids: list[str],
     for start in range(0, len(record_ids), 500):
         missing = []
         part = record_ids[start:start + 500]
-        for rid, version in (
-            [(rid, versions[rid]) for rid in part] if versions is not None else
-            session.execute(select(SourceRecord.id, SourceRecord.version).where(among(session, SourceRecord.id, part)))
-        ):
+        if versions is None:
+            known = session.execute(select(SourceRecord.id, SourceRecord.version)
+                                    .where(among(session, SourceRecord.id, part)))
+        else:
+            known = ((rid, versions[rid]) for rid in part)
+        for rid, version in known:
             cached = FEATURES.get(rid, version)
             if cached is None:
                 missing.append(rid)

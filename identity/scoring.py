@@ -274,6 +274,11 @@ class Model:
                 for c in self.comparisons
             ]
             self._prior_weight = math.log2(self.prior / (1 - self.prior))
+            # vector_above's order (largest best weight first) and, per step,
+            # the most the fields from there on can add (a missing value adds 0).
+            best = [max(0.0, *row) for row in self._weight_table]
+            order = sorted(range(len(best)), key=lambda i: -best[i])
+            self._plan = (order, [sum(best[i] for i in order[step:]) for step in range(len(order))])
             self._cache_key = key
         return self._weight_table, self._prior_weight
 
@@ -285,27 +290,16 @@ class Model:
         most at stake go first, so those pairs skip the costlier rest."""
         table, w = self._tables()
         order, room = self._plan
+        comparisons = self.comparisons
         vector: list = [None] * len(table)
         for step, pos in enumerate(order):
             if w + room[step] < floor - 1e-6:  # the margin absorbs summing in another order
                 return None
-            level = self.comparisons[pos].fn(a, b)
+            level = comparisons[pos].fn(a, b)
             vector[pos] = level
             if level is not None:
                 w += table[pos][level]
         return vector
-
-    @property
-    def _plan(self) -> tuple[list[int], list[float]]:
-        """vector_above's order (largest best weight first) and, per step,
-        the most the fields from there on can add."""
-        table, _ = self._tables()
-        if getattr(self, "_plan_key", None) != self._cache_key:
-            best = [max(0.0, *row) for row in table]
-            order = sorted(range(len(table)), key=lambda i: -best[i])
-            room = [sum(best[i] for i in order[step:]) for step in range(len(order))]
-            self._plan_cache, self._plan_key = (order, room), self._cache_key
-        return self._plan_cache
 
     def weights(self, vector: list) -> list[float | None]:
         table, _ = self._tables()

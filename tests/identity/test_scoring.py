@@ -152,7 +152,7 @@ def test_the_bounded_vector_gives_up_only_on_pairs_below_the_floor():
 
 def test_decisions_at_the_extreme_review_thresholds(tmp_path):
     """At review threshold 0 every scored pair is kept for review, however
-    different; at 1 none is (the model never reaches probability 1 below 53 bits)."""
+    different; at 1 only a pair whose probability rounds to 1 (past 53 bits)."""
     from cdp.config import Settings
     from identity.pairs import decide
 
@@ -162,4 +162,10 @@ def test_decisions_at_the_extreme_review_thresholds(tmp_path):
     kept = decide(a, b, "r2", set(), model, Settings.from_env(env, review_threshold=0.0))
     assert kept is not None and kept.review and kept.probability < 1e-6
     assert decide(a, b, "r2", set(), model, Settings.from_env(env, review_threshold=0.6)) is None
-    assert decide(a, a, "r2", set(), model, Settings.from_env(env, review_threshold=1.0)) is None
+    at_one = Settings.from_env(env, review_threshold=1.0)
+    assert decide(a, a, "r2", set(), model, at_one) is None  # about 30 bits: probability below 1
+    rich = Features(given="ana", given_all="ana", surnames=("lima",), birth_date="19900517", postal_code="01310100",
+                    emails=frozenset({"ana@x.com"}), phones=frozenset({"5511987654321"}),
+                    cpfs=frozenset({"52998224725"}))
+    kept = decide(rich, rich, "r2", set(), model, at_one)
+    assert kept is not None and kept.probability == 1.0 and not kept.review
