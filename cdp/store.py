@@ -79,10 +79,11 @@ class KeyStore:
         self._cache: dict[str, bytes] = {}
         self._pending: list[dict] = []
 
-    def create(self, bulk: bool = False) -> tuple[str, bytes]:
+    def create(self, bulk: bool = False, key_id: str | None = None) -> tuple[str, bytes]:
         """A new data key. With bulk=True the row is queued for write_pending()
-        (one executemany for a whole batch of records)."""
-        key_id = new_id()
+        (one executemany for a whole batch of records). key_id: when the key
+        belongs to something that already has an id (a rebuild's run)."""
+        key_id = key_id or new_id()
         dek = crypto.new_data_key()
         kek_id, wrapped = self.keyring.wrap(key_id, dek)
         if bulk:

@@ -40,9 +40,9 @@ from sqlalchemy.exc import DBAPIError
 
 from cdp import crypto
 from cdp.models import CannotLink, Event, Identifier, MergeEvent, Profile, SourceRecord, new_id, utcnow
-from cdp.store import Runtime, among, insert_rows, update_rows
-from identity.features import KEYS_VERSION
-from identity.models import LabelledPair, RebuildEdge, RebuildKey, ReviewItem
+from cdp.store import KeyStore, Runtime, among, insert_rows, update_rows
+from identity.features import KEYS_VERSION, Features
+from identity.models import LabelledPair, RebuildEdge, RebuildFeature, RebuildKey, ReviewItem
 from identity.pairs import Edge, decide
 from identity.resolve import FEATURES, MATCHABLE, Resolver, active_model, golden_of, load_features
 
@@ -95,9 +95,12 @@ def exclusive(runtime: Runtime):
 
 
 def _clear_scratch(runtime: Runtime, finished: bool = False) -> None:
-    # Whole tables, no WHERE: SQLite then frees the pages at once instead of row by row.
     with runtime.session() as session:
-        left = session.execute(delete(RebuildEdge)).rowcount + session.execute(delete(RebuildKey)).rowcount
+        # The runs' feature keys are shredded first: what a crash leaves is unreadable even in a backup.
+        runs = list(session.scalars(select(RebuildFeature.run).distinct()))
+        runtime.keys(session).destroy(runs)
+        # Whole tables, no WHERE: SQLite then frees the pages at once instead of row by row.
+        left = sum(session.execute(delete(table)).rowcount for table in (RebuildEdge, RebuildKey, RebuildFeature))
     if left and not finished:
         log.warning("rebuild: cleared rows=%d an interrupted rebuild left behind", left)
 
@@ -158,6 +161,7 @@ def compute_edges(runtime: Runtime, run: str, record_ids: list[str]) -> int:
     # and parallel slices would take turns for their whole computation.
     with runtime.session() as session:
         keys = runtime.keys(session)
+        run_key = keys.get(run)  # the run's own data key, for its scratch copies of features
         model = active_model(session)
         records = session.execute(select(SourceRecord.id, SourceRecord.received_at)
                                   .where(among(session, SourceRecord.id, record_ids))).all()
@@ -175,8 +179,9 @@ def compute_edges(runtime: Runtime, run: str, record_ids: list[str]) -> int:
                 kinds = shared[rid].setdefault(other, set())
                 if strong:
                     kinds.add(kind)
-        ids = sorted({rid for others in shared.values() for rid in others} | {r.id for r in records})
-        feats = load_features(session, keys, ids)
+        own = [r.id for r in records]
+        feats = _slice_features(session, keys, run, run_key, own, sorted({rid for others in shared.values() for rid in others}))
+        ids = sorted(feats)
         decided = {}
         for start in range(0, len(ids), 500):
             for x, y, same in session.execute(
@@ -199,13 +204,42 @@ def compute_edges(runtime: Runtime, run: str, record_ids: list[str]) -> int:
                                  rule=edge.rule, rank=edge.rank, probability=edge.probability, review=edge.review,
                                  details=edge.details))
     with runtime.session() as session:
-        if records:  # a retried job's edges; the order range keeps this an index lookup
+        if records:  # a retried job's edges and features; the order range keeps this an index lookup
             session.execute(delete(RebuildEdge.__table__).where(
                 RebuildEdge.run == run, RebuildEdge.record_order.between(min(r.received_at for r in records),
                                                                          max(r.received_at for r in records)),
                 among(session, RebuildEdge.record_id, record_ids)))
+            session.execute(delete(RebuildFeature.__table__).where(
+                RebuildFeature.run == run, among(session, RebuildFeature.record_id, own)))
         insert_rows(session, RebuildEdge.__table__, rows)
+        # For the later slices that compare these records.
+        insert_rows(session, RebuildFeature.__table__, [
+            {"run": run, "record_id": rid,
+             "features_ct": crypto.encrypt_field(run_key, feats[rid].pack(), _feature_aad(rid))} for rid in own])
     return len(rows)
+
+
+def _feature_aad(record_id: str) -> bytes:
+    return crypto.field_aad("rebuild_features", record_id, "features")
+
+
+def _slice_features(session, keys: KeyStore, run: str, run_key: bytes, own: list[str],
+                    others: list[str]) -> dict[str, Features]:
+    """Features of a slice's records (from their payloads) and of the earlier
+    records they meet: the copies earlier slices stored where there are
+    some, else from the payloads too (a slice still running, on another
+    process or worker, or a job that ran out of order)."""
+    out = load_features(session, keys, own)
+    others = [rid for rid in others if rid not in out]
+    ft = RebuildFeature.__table__
+    for start in range(0, len(others), 500):
+        for rid, ct in session.execute(select(ft.c.record_id, ft.c.features_ct).where(
+                ft.c.run == run, among(session, ft.c.record_id, others[start:start + 500]))):
+            out[rid] = Features.unpack(crypto.decrypt_field(run_key, ct, _feature_aad(rid)))
+    missing = [rid for rid in others if rid not in out]
+    if missing:
+        out.update(load_features(session, keys, missing))
+    return out
 
 
 def _edges_in_processes(runtime: Runtime, run: str, slices: list[list[str]], progress=None) -> None:
@@ -627,11 +661,17 @@ def refresh_keys(runtime: Runtime, record_ids: list[str], progress=None) -> int:
 def rebuild(runtime: Runtime, progress=None, wait_timeout: float = 24 * 3600, rekey: bool = True) -> dict:
     """Raises RebuildBusy when another rebuild of the database is running."""
     with exclusive(runtime):
-        return _rebuild(runtime, progress, wait_timeout, rekey)
+        run = str(uuid.uuid4())
+        with runtime.session() as session:
+            runtime.keys(session).create(key_id=run)  # the run's scratch copies of features are encrypted with it
+        try:
+            return _rebuild(runtime, run, progress, wait_timeout, rekey)
+        finally:
+            with runtime.session() as session:  # shredded even when the run fails: its copies are then unreadable
+                runtime.keys(session).destroy([run])
 
 
-def _rebuild(runtime: Runtime, progress, wait_timeout: float, rekey: bool) -> dict:
-    run = str(uuid.uuid4())
+def _rebuild(runtime: Runtime, run: str, progress, wait_timeout: float, rekey: bool) -> dict:
     order = ordered_ids(runtime)
     if rekey:  # keys first: the clusters must come from what this release would index
         refresh_keys(runtime, stale_ids(runtime), progress=(lambda n: progress("keys", n)) if progress else None)

@@ -4,7 +4,7 @@ import csv
 import io
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from cdp.ingest import ingest_batch
 from cdp.models import CannotLink, Profile, SourceRecord
@@ -328,6 +328,71 @@ def test_rebuild_revives_a_profile_marked_merged_that_still_holds_its_records(an
         profile = s.get(Profile, pid)
         assert (profile.status, profile.merged_into) == ("active", None) and profile.key_id != old_key
         assert decrypt_golden(any_runtime.keys(s), profile)["identifiers"] and profile.provenance
+
+
+def test_rebuild_slices_read_the_feature_copies_of_earlier_slices_and_decide_the_same(any_runtime, tmp_path,
+                                                                                       monkeypatch):
+    """Phase 1 derives a record's features once, in its own slice, and
+    stores them encrypted with the run's own data key; a later slice reads
+    those copies instead of the earlier records' payloads. In reverse order
+    no copy exists yet and every slice reads payloads: the edges are the same.
+    When the run ends its key is shredded and the copies are gone."""
+    from cdp import crypto
+    from cdp.models import DataKey
+    from identity import rebuild as rb
+    from identity.features import Features
+    from identity.models import RebuildEdge, RebuildFeature
+    from identity.resolve import load_features
+
+    _demo(any_runtime, tmp_path, people=60)
+    order = rb.ordered_ids(any_runtime)
+    slices = [order[i:i + 40] for i in range(0, len(order), 40)]
+    assert len(slices) >= 3
+    run = "a-run"
+    with any_runtime.session() as s:
+        any_runtime.keys(s).create(key_id=run)
+    rb.rank_keys(any_runtime, run)
+    from_payloads: list[str] = []
+
+    def counting(session, keys, ids, versions=None):
+        from_payloads.extend(ids)
+        return load_features(session, keys, ids, versions)
+
+    monkeypatch.setattr(rb, "load_features", counting)
+
+    def edges(in_order):
+        with any_runtime.session() as s:
+            s.execute(delete(RebuildEdge))
+            s.execute(delete(RebuildFeature))
+        from_payloads.clear()
+        for part in in_order:
+            rb.compute_edges(any_runtime, run, part)
+        with any_runtime.session() as s:
+            return sorted(s.execute(select(RebuildEdge.record_id, RebuildEdge.other_id, RebuildEdge.rule,
+                                           RebuildEdge.probability, RebuildEdge.review)).all())
+
+    forward = edges(slices)
+    assert sorted(from_payloads) == sorted(order)  # each record's payload read once: in its own slice
+    with any_runtime.session() as s:
+        keys = any_runtime.keys(s)
+        copies = dict(s.execute(select(RebuildFeature.record_id, RebuildFeature.features_ct)).all())
+        assert sorted(copies) == sorted(order)
+        rid = order[0]
+        clear = load_features(s, keys, [rid])[rid]
+        assert clear.given and clear.given.encode() not in copies[rid]  # encrypted, not merely packed
+        assert Features.unpack(crypto.decrypt_field(keys.get(run), copies[rid], rb._feature_aad(rid))) == clear
+    backward = edges(list(reversed(slices)))
+    assert len(from_payloads) > len(order)  # later slices' candidates came from payloads this time
+    assert forward and backward == forward
+
+    runs = []
+    real = rb._rebuild
+    monkeypatch.setattr(rb, "_rebuild", lambda runtime, run, *a: runs.append(run) or real(runtime, run, *a))
+    rb.rebuild(any_runtime)
+    with any_runtime.session() as s:
+        assert s.scalar(select(func.count()).select_from(RebuildFeature)) == 0
+        assert s.get(DataKey, runs[0]).wrapped is None  # the run's key shredded
+        assert s.get(DataKey, run).wrapped is None  # and the key of the run left behind above, on clearing it
 
 
 def test_one_rebuild_at_a_time_and_a_crashed_run_is_cleared(any_runtime, tmp_path):
