@@ -53,8 +53,11 @@ def store(people: int, base: Path) -> None:
 def rebuild(base: Path, processes: int | None) -> None:
     from synthetic import Dataset
 
+    from cdp.store import tune_gc
     from identity.rebuild import rebuild as run_rebuild
     from tests.conftest import make_runtime, make_settings
+
+    tune_gc()  # as the `cdp` command does
 
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / "instance"

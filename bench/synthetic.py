@@ -196,6 +196,9 @@ def child(kind: str, data_dir: Path, database_url: str | None) -> None:
 
 
 def main() -> None:
+    from cdp.store import tune_gc
+
+    tune_gc()  # as the `cdp` command does
     parser = argparse.ArgumentParser()
     parser.add_argument("--people", type=int, default=20000)
     parser.add_argument("--backends", default="sqlite,postgresql")

@@ -32,6 +32,9 @@ def main() -> None:
     import logging
 
     logging.disable(logging.WARNING)  # per-record warnings of the generator's data are not the point here
+    from cdp.store import tune_gc
+
+    tune_gc()  # as the `cdp` command does
     parser = argparse.ArgumentParser()
     parser.add_argument("--people", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=4)

@@ -43,6 +43,9 @@ def _progress(total: int | None, desc: str, unit: str = "rec"):
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details (never personal data).")
 def cli(verbose: bool):
     """Privacy-first customer data platform."""
+    from cdp.store import tune_gc
+
+    tune_gc()
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
 

@@ -40,7 +40,7 @@ from sqlalchemy.exc import DBAPIError
 
 from cdp import crypto
 from cdp.models import CannotLink, Event, Identifier, MergeEvent, Profile, SourceRecord, new_id, utcnow
-from cdp.store import KeyStore, Runtime, among, insert_rows, update_rows
+from cdp.store import KeyStore, Runtime, among, insert_rows, tune_gc, update_rows
 from identity.features import KEYS_VERSION, Features
 from identity.models import LabelledPair, RebuildEdge, RebuildFeature, RebuildKey, ReviewItem
 from identity.pairs import Edge, decide
@@ -272,6 +272,7 @@ _PROCESS_RUNTIME: Runtime | None = None
 
 def _start_edge_process(settings, keyring) -> None:
     global _PROCESS_RUNTIME
+    tune_gc()
     _PROCESS_RUNTIME = Runtime(settings, keyring)
     FEATURES.limit = settings.feature_cache
 
