@@ -106,8 +106,13 @@ class KeyStore:
         return key_id, dek
 
     def write_pending(self) -> None:
-        insert_rows(self.session, DataKey.__table__, self._pending)
-        self._pending = []
+        insert_rows(self.session, DataKey.__table__, self.take_pending())
+
+    def take_pending(self) -> list[dict]:
+        """The queued rows of bulk-created keys, for a caller that writes them
+        elsewhere (a batch built in another process)."""
+        rows, self._pending = self._pending, []
+        return rows
 
     def get(self, key_id: str) -> bytes:
         dek = self._cache.get(key_id)

@@ -30,7 +30,7 @@ import os
 import time
 import uuid
 from array import array
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import NamedTuple
@@ -268,9 +268,7 @@ def _edges_in_processes(runtime: Runtime, run: str, slices: list[list[str]], pro
             if progress:
                 progress("edges", len(part))
         return
-    # spawn, not fork: a forked child would share this process's pooled connections.
-    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_start_edge_process, initargs=(runtime.settings, runtime.keyring)) as pool:
+    with _pool(runtime, processes) as pool:
         pending = {pool.submit(_edges_in_this_process, run, part): len(part) for part in slices}
         try:
             for done in as_completed(pending):
@@ -282,10 +280,16 @@ def _edges_in_processes(runtime: Runtime, run: str, slices: list[list[str]], pro
             raise
 
 
+def _pool(runtime: Runtime, processes: int) -> ProcessPoolExecutor:
+    # spawn, not fork: a forked child would share this process's pooled connections.
+    return ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_start_process, initargs=(runtime.settings, runtime.keyring))
+
+
 _PROCESS_RUNTIME: Runtime | None = None
 
 
-def _start_edge_process(settings, keyring) -> None:
+def _start_process(settings, keyring) -> None:
     global _PROCESS_RUNTIME
     tune_gc()
     _PROCESS_RUNTIME = Runtime(settings, keyring)
@@ -486,10 +490,10 @@ def apply_clusters(runtime: Runtime, run: str, order: list[str], roots: array, l
                 touched.update(p for p in (current.get(rid), assignment[roots[i]]) if p)
         # A kept profile that is not active (a torn state a rebuild repairs) is revived and rewritten too.
         inactive = set(session.scalars(select(Profile.id).where(Profile.status != "active"))) & claimed
-        keys = runtime.keys(session)
-        _write_profiles(session, keys, Resolver(session, keys, runtime.settings), order, members, assignment,
-                        (touched & claimed) | inactive, {rid for rid in order if current.get(rid) is None},
+        _write_profiles(runtime, session, order, members, assignment, (touched & claimed) | inactive,
+                        {rid for rid in order if current.get(rid) is None},
                         (lambda n: progress("profiles", n)) if progress else None)
+        keys = runtime.keys(session)
         stats["changed_records"] = _write_links(session, run, order, roots, link, assignment, current,
                                                 (lambda n: progress("links", n)) if progress else None)
         _retire_vanished(session, keys, order, roots, assignment, current, touched - claimed)
@@ -500,59 +504,129 @@ def apply_clusters(runtime: Runtime, run: str, order: list[str], roots: array, l
     return stats
 
 
-def _write_profiles(session, keys, resolver: Resolver, order: list[str], members: dict[int, list[int]],
-                    assignment: dict[int, str], rebuilt: set[str], first_time: set[str], progress=None,
-                    batch_size: int = 500) -> None:
+PROFILE_BATCH = 500  # profiles a write-back batch builds
+
+
+class _ProfileBatch(NamedTuple):
+    """What one batch of golden records is built from: per profile, its id
+    and its records' ids; and the records resolved for the first time."""
+    profiles: list[tuple[str, list[str]]]
+    first_time: frozenset[str]
+
+
+class _BuiltProfiles(NamedTuple):
+    """A batch's rows, ready to write: new data keys (wrapped), new and
+    changed profiles, and the consent signals of first-time records
+    (signals only: the rest of their payloads stays where it is)."""
+    key_rows: list[dict]
+    new_rows: list[dict]
+    changed_rows: list[dict]
+    linked: list
+    consents: dict[str, dict]
+
+
+def _build_profiles(runtime: Runtime, session, batch: _ProfileBatch) -> _BuiltProfiles:
+    """The golden record and record count of each profile of a batch, from
+    its records (each payload decrypted once). Reads only: it runs in the
+    write-back's pool of processes while the parent writes earlier batches."""
+    pt, sr = Profile.__table__, SourceRecord.__table__
+    keys = runtime.keys(session)
+    resolver = Resolver(session, keys, runtime.settings)
+    existing = {row.id: row for row in session.execute(
+        select(pt.c.id, pt.c.key_id, pt.c.status, pt.c.golden_ct.is_(None).label("emptied"))
+        .where(among(session, pt.c.id, [pid for pid, _ in batch.profiles])))}
+    records = {row.id: row for row in session.execute(
+        select(sr.c.id, sr.c.source, sr.c.key_id, sr.c.payload_ct, sr.c.observed_at)
+        .where(among(session, sr.c.id, [rid for _, rids in batch.profiles for rid in rids])))}
+    keys.preload([r.key_id for r in records.values()] + [p.key_id for p in existing.values()])
+    now = utcnow()
+    built = _BuiltProfiles([], [], [], [], {})
+    for pid, rids in batch.profiles:
+        cluster_records = [records[rid] for rid in rids]
+        golden, provenance, decrypted = golden_of(keys, resolver.trust, resolver.settings.survivorship,
+                                                  cluster_records)
+        for rec in cluster_records:
+            if rec.id in batch.first_time and rec.id in decrypted:
+                consents = decrypted[rec.id].get("consents")
+                if consents:
+                    built.linked.append(_Linked(rec.id, rec.source, rec.key_id, rec.payload_ct, pid))
+                    built.consents[rec.id] = {"consents": consents}
+        old = existing.get(pid)
+        if old is None or (old.status != "active" and old.emptied):  # new, or revived after its key was shredded
+            key_id, dek = keys.create(bulk=True)
+        else:
+            key_id, dek = old.key_id, keys.get(old.key_id)
+        row = {"id": pid, "key_id": key_id, "status": "active", "merged_into": None,
+               "golden_ct": crypto.encrypt_json(dek, golden, "profiles", pid, "golden"),
+               "provenance": provenance, "record_count": len(rids), "updated_at": now}
+        if old is None:
+            built.new_rows.append(row | {"created_at": now})
+        else:
+            built.changed_rows.append(row)
+    built.key_rows.extend(keys.take_pending())
+    return built
+
+
+def _build_profiles_in_this_process(batch: _ProfileBatch) -> _BuiltProfiles:
+    with _PROCESS_RUNTIME.session() as session:
+        return _build_profiles(_PROCESS_RUNTIME, session, batch)
+
+
+def _write_profiles(runtime: Runtime, session, order: list[str], members: dict[int, list[int]],
+                    assignment: dict[int, str], rebuilt: set[str], first_time: set[str], progress=None) -> None:
     """The golden record and record count of each profile whose records
-    changed, built from its cluster (a batch of profiles at a time; profiles new to
-    this run are inserted whole). Each payload is decrypted once, also for the
-    consent signals of records resolved for the first time (a backfill)."""
+    changed, built from its cluster, a batch of profiles at a time: built in
+    the pool of processes (reading the last committed state, which this
+    transaction has not changed for these profiles), written here in order;
+    profiles new to this run are inserted whole. The consent signals of
+    records resolved for the first time (a backfill) are recorded too."""
+    from cdp.models import DataKey
     from consent.ledger import ingest_record_signals, report_unknown_purposes
 
-    pt, sr = Profile.__table__, SourceRecord.__table__
+    keys = runtime.keys(session)
     unknown = Counter()  # consent signals skipped for unknown purposes, reported once
     todo = [root for root in members if assignment[root] in rebuilt]
-    for start in range(0, len(todo), batch_size):
-        batch = todo[start:start + batch_size]
-        existing = {row.id: row for row in session.execute(
-            select(pt.c.id, pt.c.key_id, pt.c.status, pt.c.golden_ct.is_(None).label("emptied"))
-            .where(among(session, pt.c.id, [assignment[root] for root in batch])))}
-        records = {row.id: row for row in session.execute(
-            select(sr.c.id, sr.c.source, sr.c.key_id, sr.c.payload_ct, sr.c.observed_at)
-            .where(among(session, sr.c.id, [order[i] for root in batch for i in members[root]])))}
-        keys.preload([r.key_id for r in records.values()] + [p.key_id for p in existing.values()])
-        now = utcnow()
-        new_rows, changed_rows, linked, payloads = [], [], [], {}
-        for root in batch:
-            pid = assignment[root]
-            cluster_records = [records[order[i]] for i in members[root]]
-            golden, provenance, decrypted = golden_of(keys, resolver.trust, resolver.settings.survivorship,
-                                                      cluster_records)
-            for rec in cluster_records:
-                if rec.id in first_time and rec.id in decrypted:
-                    linked.append(_Linked(rec.id, rec.source, rec.key_id, rec.payload_ct, pid))
-                    payloads[rec.id] = decrypted[rec.id]
-            old = existing.get(pid)
-            if old is None or (old.status != "active" and old.emptied):  # new, or revived after its key was shredded
-                key_id, dek = keys.create(bulk=True)
-            else:
-                key_id, dek = old.key_id, keys.get(old.key_id)
-            row = {"id": pid, "key_id": key_id, "status": "active", "merged_into": None,
-                   "golden_ct": crypto.encrypt_json(dek, golden, "profiles", pid, "golden"),
-                   "provenance": provenance, "record_count": len(members[root]), "updated_at": now}
-            if old is None:
-                new_rows.append(row | {"created_at": now})
-            else:
-                changed_rows.append(row)
-        keys.write_pending()
-        insert_rows(session, pt, new_rows)
-        update_rows(session, pt, changed_rows)
-        ingest_record_signals(session, keys, linked, payloads=payloads, unknown=unknown)
+    batches = (_ProfileBatch([(assignment[root], [order[i] for i in members[root]]) for root in part],
+                             frozenset(order[i] for root in part for i in members[root] if order[i] in first_time))
+               for part in (todo[k:k + PROFILE_BATCH] for k in range(0, len(todo), PROFILE_BATCH)))
+    for batch, built in _in_processes(runtime, lambda batch: _build_profiles(runtime, session, batch),
+                                      _build_profiles_in_this_process, batches, -(-len(todo) // PROFILE_BATCH)):
+        insert_rows(session, DataKey.__table__, built.key_rows)
+        insert_rows(session, Profile.__table__, built.new_rows)
+        update_rows(session, Profile.__table__, built.changed_rows)
+        ingest_record_signals(session, keys, built.linked, payloads=built.consents, unknown=unknown)
         keys.forget()  # unwrapped keys of this batch only
         if progress:
-            progress(sum(len(members[root]) for root in batch))
+            progress(sum(len(rids) for _, rids in batch.profiles))
     if unknown["skipped"]:
         report_unknown_purposes(unknown["skipped"], unknown["records"])
+
+
+def _in_processes(runtime: Runtime, here, there, tasks, count: int):
+    """(task, result) in order: here(task) in this process, or
+    there(task) in the pool of local processes (one per core unless
+    `CDP_REBUILD_PROCESSES` says otherwise) when there is more than one task;
+    at most two tasks per process in flight, so finished results wait in
+    memory only as long as this process takes to consume the ones before."""
+    processes = min(runtime.settings.rebuild_processes or len(os.sched_getaffinity(0)), count)
+    if processes <= 1:
+        for task in tasks:
+            yield task, here(task)
+        return
+    window: deque = deque()
+    with _pool(runtime, processes) as pool:
+        try:
+            for task in tasks:
+                window.append((task, pool.submit(there, task)))
+                if len(window) >= 2 * processes:
+                    task, future = window.popleft()
+                    yield task, future.result()
+            while window:
+                task, future = window.popleft()
+                yield task, future.result()
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
 
 
 def _write_links(session, run: str, order: list[str], roots: array, link: _Links, assignment: dict[int, str],

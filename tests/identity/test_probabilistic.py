@@ -217,30 +217,40 @@ def test_rebuild_in_local_processes_gives_the_incremental_clusters(tmp_path, bac
     _demo(runtime, tmp_path, people=120)
     before, ids_before = _partition(runtime)
     monkeypatch.setattr(rb, "SLICE", 60)  # several slices per process from a small data set
+    monkeypatch.setattr(rb, "PROFILE_BATCH", 25)  # and several golden-record batches
     slices = []
     stats = rb.rebuild(runtime, progress=lambda phase, n: slices.append(n) if phase == "edges" else None)
     assert len(slices) > 4 and sum(slices) == stats["records"]
     assert _partition(runtime) == (before, ids_before) and stats["changed_records"] == 0
 
 
-def test_backfill_stored_without_resolution_is_resolved_by_rebuild(tmp_path, backend):
+def test_backfill_stored_without_resolution_is_resolved_by_rebuild(tmp_path, backend, monkeypatch):
     """The backfill path: records stored with `--no-resolve`, then one
-    rebuild. Same clusters as incremental resolution; every event carries
-    its record's profile; every active profile has its metrics row."""
+    rebuild, its golden records built in a pool of processes. Same clusters
+    and consent ledger as incremental resolution; every event carries its
+    record's profile; every active profile has its metrics row."""
     from collections import Counter
 
+    import identity.rebuild as rb
     from activation.models import ProfileMetrics
     from cdp.cli import ingest_connector
     from cdp.demo.dataset import generate
     from cdp.models import Event
+    from consent.models import ConsentState, LedgerEntry
     from identity.rebuild import rebuild
     from identity.resolve import Resolver, decrypt_golden
     from plugins.file_source import FileSource
     from tests.conftest import make_runtime, make_settings
 
+    from consent.purposes import seed_defaults
+
     incremental = make_runtime(make_settings(tmp_path / "inc"))  # SQLite: the backend has one test database
+    backfill = make_runtime(make_settings(tmp_path / "bf", backend, rebuild_processes=2))
+    for runtime in (incremental, backfill):
+        with runtime.session() as s:  # the purposes the demo's consent signals name (`cdp init` seeds them)
+            seed_defaults(s)
     _demo(incremental, tmp_path / "a")
-    backfill = make_runtime(make_settings(tmp_path / "bf", backend))
+    monkeypatch.setattr(rb, "PROFILE_BATCH", 15)  # several batches, built by two processes
     ds = generate(tmp_path / "b" / "demo", people=80, seed=11)
     for data, mapping in ds.files:
         config = {"path": str(data)} | ({"mapping": str(mapping)} if mapping else {})
@@ -250,6 +260,15 @@ def test_backfill_stored_without_resolution_is_resolved_by_rebuild(tmp_path, bac
     assert stats["changed_records"] == stats["records"] > 0
     assert phases["profiles"] == phases["links"] == stats["records"]  # the write-back shows progress too
     assert _partition(backfill)[0] == _partition(incremental)[0]
+
+    def consents(runtime):  # what the ledger recorded from the records' consent signals
+        with runtime.session() as s:
+            return (Counter(s.execute(select(LedgerEntry.purpose, LedgerEntry.action, LedgerEntry.legal_basis,
+                                             LedgerEntry.method)).all()),
+                    Counter(s.execute(select(ConsentState.purpose, ConsentState.action)).all()))
+
+    recorded = consents(incremental)
+    assert sum(recorded[0].values()) > 0 and consents(backfill) == recorded
     # The rebuild writes golden records from plain rows in batches; they are
     # what the resolver's own golden builder makes of the same records.
     with backfill.session() as s:
