@@ -195,7 +195,8 @@ def compute_edges(runtime: Runtime, run: str, record_ids: list[str]) -> int:
                 if strong:
                     kinds.add(kind)
         own = [r.id for r in records]
-        feats = _slice_features(session, keys, run, run_key, own, sorted({rid for others in shared.values() for rid in others}))
+        earlier = sorted({rid for others in shared.values() for rid in others})
+        feats = _slice_features(session, keys, run, run_key, own, earlier)
         ids = sorted(feats)
         decided = {}
         for start in range(0, len(ids), 500):
