@@ -24,7 +24,7 @@ from cdp import crypto
 from cdp.models import Event, Identifier, IdentifierKind, RecordVersion, Source, SourceRecord, new_id, utcnow
 from cdp.store import KeyStore, Runtime, among, insert_rows
 from identity import normalize as norm
-from identity.features import KEYS_VERSION, blocking_keys, from_payload
+from identity.features import KEYS_VERSION, Features, blocking_keys, from_payload, seal
 from schemas.record import flatten_errors, load_record
 
 log = logging.getLogger(__name__)
@@ -250,6 +250,7 @@ class Ingestor:
         record_id = new_id()
         key_id, dek = self.keys.create(bulk=True)
         now = utcnow()
+        features_ct = self._derived_rows(record_id, None, dek, payload)
         self._rows["source_records"].append(dict(
             id=record_id,
             source=self.source.name,
@@ -260,6 +261,7 @@ class Ingestor:
             version=1,
             content_hash=digest,
             payload_ct=crypto.encrypt_json(dek, payload, "source_records", record_id, "payload"),
+            features_ct=features_ct,
             status="pending",
             keys_version=KEYS_VERSION,
             link_rule=None,
@@ -268,7 +270,6 @@ class Ingestor:
             received_at=now,
             updated_at=now,
         ))
-        self._derived_rows(record_id, None, dek, payload)
         return _Written(record_id, digest)
 
     def _write_rows(self) -> None:
@@ -302,11 +303,13 @@ class Ingestor:
         record.keys_version = KEYS_VERSION
         self.session.execute(delete(Identifier).where(Identifier.record_id == record.id))
         self.session.execute(delete(Event).where(Event.record_id == record.id))
-        self._derived_rows(record.id, record.profile_id, dek, payload)
+        record.features_ct = self._derived_rows(record.id, record.profile_id, dek, payload)
         return record
 
-    def _derived_rows(self, record_id: str, profile_id: str | None, dek: bytes, payload: dict) -> None:
-        self._rows["identifiers"].extend(identifier_rows(self.keyring, record_id, payload))
+    def _derived_rows(self, record_id: str, profile_id: str | None, dek: bytes, payload: dict) -> bytes:
+        """Queue the record's identifier and event rows; returns its sealed features."""
+        features = from_payload(payload)
+        self._rows["identifiers"].extend(identifier_rows(self.keyring, record_id, payload, features))
         for ev in payload["events"]:
             event_id = new_id()
             self._rows["events"].append(dict(
@@ -320,6 +323,7 @@ class Ingestor:
                 attributes_ct=crypto.encrypt_json(dek, {"id": ev["id"], **ev["attributes"]}, "events", event_id,
                                                   "attributes"),
             ))
+        return seal(dek, record_id, features)
 
 
 @dataclass
@@ -330,7 +334,8 @@ class _Written:
     content_hash: bytes
 
 
-def identifier_rows(keyring: crypto.Keyring, record_id: str, payload: dict) -> list[dict]:
+def identifier_rows(keyring: crypto.Keyring, record_id: str, payload: dict,
+                    features: Features | None = None) -> list[dict]:
     """The `identifiers` rows of a normalized record: its identifiers and its
     blocking keys (name sounds, birth date, CEP, ...), which find
     probabilistic candidates — both only as blind indexes."""
@@ -345,7 +350,7 @@ def identifier_rows(keyring: crypto.Keyring, record_id: str, payload: dict) -> l
     for ident in payload["identifiers"]:
         kind = ident["kind"] if ident["valid"] else f"{ident['kind']}_unverified"
         add(kind, ident["value"], ident["valid"] and ident["match"] == "exact")
-    for name, value in blocking_keys(from_payload(payload)):
+    for name, value in blocking_keys(features or from_payload(payload)):
         add(f"bk:{name}", value, False)
     return rows
 

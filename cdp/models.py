@@ -149,6 +149,9 @@ class SourceRecord(Base):
     version: Mapped[int] = mapped_column(Integer, default=1)
     content_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
     payload_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    # The payload's matching features (identity.features.seal), same key: read
+    # instead of the payload by resolution (NULL before release 0013: from the payload).
+    features_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
     status: Mapped[str] = mapped_column(String(16), default="pending", index=True)  # pending | resolved
     # identity.features.KEYS_VERSION its identifier rows were derived with (0: unknown, re-derive).
     keys_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from cdp import crypto
 from identity.normalize import name_tokens, normalize_name
 
 # Common Brazilian nicknames → formal given name (a small table; extend freely).
@@ -76,15 +77,42 @@ class Features:
         return self.surnames[-1] if self.surnames else None
 
     def pack(self) -> bytes:
-        """Compact bytes (~200), for a batch rebuild's encrypted scratch copy.
-        marshal: the fastest to read back of the standard formats; only ever
-        unpacked after the ciphertext around it authenticated, so the bytes
-        are the ones this code wrote."""
-        return marshal.dumps(tuple(getattr(self, name) for name in self.__slots__), 4)
+        """Compact bytes (~200), for the encrypted copies kept beside a record's
+        payload and in a batch rebuild's scratch table. marshal: the fastest
+        to read back of the standard formats; only ever unpacked after the
+        ciphertext around it authenticated, so the bytes are ones this code
+        (or an earlier release, told apart by FEATURES_VERSION) wrote."""
+        return marshal.dumps((FEATURES_VERSION, tuple(getattr(self, name) for name in self.__slots__)), 4)
 
     @classmethod
-    def unpack(cls, data: bytes) -> "Features":
-        return cls(*marshal.loads(data))
+    def unpack(cls, data: bytes) -> "Features | None":
+        """None for a copy an earlier release wrote: derive it from the payload again."""
+        version, values = marshal.loads(data)
+        if version != FEATURES_VERSION or len(values) != len(cls.__slots__):
+            return None
+        return cls(*values)
+
+
+# Bump when from_payload's output changes: stored copies of older features
+# are then derived again from their payloads (bump KEYS_VERSION with it, so
+# the key refresh that starts `cdp identity rebuild` also rewrites the copies).
+FEATURES_VERSION = 1
+
+
+def seal(dek: bytes, record_id: str, f: Features) -> bytes:
+    """A record's features, encrypted with its own data key (erasing the
+    record's key erases the copy too), stored beside its payload: a worker
+    whose cache lacks the record reads these ~200 bytes instead of decrypting
+    and normalizing the whole payload again."""
+    return crypto.encrypt_field(dek, f.pack(), _copy_aad(record_id))
+
+
+def unseal(dek: bytes, record_id: str, features_ct: bytes) -> Features | None:
+    return Features.unpack(crypto.decrypt_field(dek, features_ct, _copy_aad(record_id)))
+
+
+def _copy_aad(record_id: str) -> bytes:
+    return crypto.field_aad("source_records", record_id, "features")
 
 
 @lru_cache(maxsize=100_000)

@@ -251,7 +251,9 @@ def _slice_features(session, keys: KeyStore, run: str, run_key: bytes, own: list
     for start in range(0, len(others), 500):
         for rid, ct in session.execute(select(ft.c.record_id, ft.c.features_ct).where(
                 ft.c.run == run, among(session, ft.c.record_id, others[start:start + 500]))).all():
-            out[rid] = Features.unpack(crypto.decrypt_field(run_key, ct, _feature_aad(rid)))
+            f = Features.unpack(crypto.decrypt_field(run_key, ct, _feature_aad(rid)))
+            if f is not None:
+                out[rid] = f
     missing = [rid for rid in others if rid not in out]
     if missing:
         out.update(load_features(session, keys, missing))
@@ -723,6 +725,7 @@ def refresh_keys(runtime: Runtime, record_ids: list[str], progress=None) -> int:
     data key was destroyed (erased) keep the rows they have. Returns records done."""
     from cdp import crypto
     from cdp.ingest import identifier_rows
+    from identity.features import from_payload, seal
 
     done = 0
     for start in range(0, len(record_ids), SLICE):
@@ -738,10 +741,13 @@ def refresh_keys(runtime: Runtime, record_ids: list[str], progress=None) -> int:
                     payload = crypto.decrypt_json(keys.get(key_id), payload_ct, "source_records", rid, "payload")
                 except crypto.DecryptionError:
                     continue
-                fresh.extend(identifier_rows(runtime.keyring, rid, payload))
-                refreshed.append(rid)
-            session.execute(delete(Identifier).where(among(session, Identifier.record_id, refreshed)))
+                features = from_payload(payload)
+                fresh.extend(identifier_rows(runtime.keyring, rid, payload, features))
+                refreshed.append({"id": rid, "features_ct": seal(keys.get(key_id), rid, features)})
+            session.execute(delete(Identifier).where(among(session, Identifier.record_id,
+                                                           [r["id"] for r in refreshed])))
             insert_rows(session, Identifier.__table__, fresh)
+            update_rows(session, SourceRecord.__table__, refreshed)  # their features' copies too
             # Erased records too: nothing can be derived from them again.
             session.execute(update(SourceRecord).where(among(session, SourceRecord.id, part))
                             .values(keys_version=KEYS_VERSION), execution_options={"synchronize_session": False})

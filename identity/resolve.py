@@ -55,6 +55,7 @@ class Rec:
     version: int
     key_id: str
     payload_ct: bytes
+    features_ct: bytes | None
     profile_id: str | None
     link_rule: str | None
     link_details: dict | None
@@ -65,8 +66,9 @@ class Rec:
 
 def load_records(session: Session, record_ids: list[str], pending_only: bool = True) -> list[Rec]:
     t = SourceRecord.__table__
-    query = select(t.c.id, t.c.source, t.c.version, t.c.key_id, t.c.payload_ct, t.c.profile_id, t.c.link_rule,
-                   t.c.link_details, t.c.observed_at, t.c.received_at).where(among(session, t.c.id, record_ids))
+    query = select(t.c.id, t.c.source, t.c.version, t.c.key_id, t.c.payload_ct, t.c.features_ct, t.c.profile_id,
+                   t.c.link_rule, t.c.link_details, t.c.observed_at, t.c.received_at
+                   ).where(among(session, t.c.id, record_ids))
     if pending_only:
         query = query.where(t.c.status == "pending")
     recs = {row.id: Rec(*row) for row in session.execute(query).all()}
@@ -162,23 +164,28 @@ class FeatureCache:
 FEATURES = FeatureCache(100_000)  # one per process; Resolver and the rebuild's processes set its size from the settings
 
 
-def features_of(keys: KeyStore, record_id: str, version: int, key_id: str, payload_ct: bytes,
-                payload: dict | None = None) -> Features:
+def features_of(keys: KeyStore, record_id: str, version: int, key_id: str, payload_ct: bytes | None,
+                payload: dict | None = None, features_ct: bytes | None = None) -> Features:
+    """A record's features: cached, else its stored copy, else derived from
+    its payload (records stored before the copies, or by an earlier release)."""
     cached = FEATURES.get(record_id, version)
     if cached is not None:
         return cached
-    if payload is None:
-        payload = crypto.decrypt_json(keys.get(key_id), payload_ct, "source_records", record_id, "payload")
-    return FEATURES.put(record_id, version, features_mod.from_payload(payload))
+    f = features_mod.unseal(keys.get(key_id), record_id, features_ct) if features_ct is not None else None
+    if f is None:
+        if payload is None:
+            payload = crypto.decrypt_json(keys.get(key_id), payload_ct, "source_records", record_id, "payload")
+        f = features_mod.from_payload(payload)
+    return FEATURES.put(record_id, version, f)
 
 
 def load_features(session: Session, keys: KeyStore, record_ids: list[str],
                   versions: dict[str, int] | None = None) -> dict[str, Features]:
-    """Matching features of stored records, from the in-memory cache or by
-    decrypting their payloads (500 per query). Used by resolution, training
-    and batch rebuild alike. Versions are read first (unless the caller read
-    them with the records' ids): a cached record's ciphertext need not leave
-    the database."""
+    """Matching features of stored records, from the in-memory cache, else
+    from their stored copies, else from their payloads (500 per query). Used
+    by resolution, training and batch rebuild alike. Versions are read first
+    (unless the caller read them with the records' ids): a cached record's
+    ciphertext need not leave the database."""
     out: dict[str, Features] = {}
     for start in range(0, len(record_ids), 500):
         missing = []
@@ -196,12 +203,21 @@ def load_features(session: Session, keys: KeyStore, record_ids: list[str],
                 out[rid] = cached
         if not missing:
             continue
-        rows = session.execute(select(SourceRecord.id, SourceRecord.version, SourceRecord.key_id,
-                                      SourceRecord.payload_ct)
-                               .where(among(session, SourceRecord.id, missing))).all()
+        t = SourceRecord.__table__
+        rows = session.execute(select(t.c.id, t.c.version, t.c.key_id, t.c.features_ct)
+                               .where(among(session, t.c.id, missing))).all()
         keys.preload([key_id for _, _, key_id, _ in rows])
-        for rid, version, key_id, payload_ct in rows:
-            out[rid] = features_of(keys, rid, version, key_id, payload_ct)
+        stale = []
+        for rid, version, key_id, features_ct in rows:
+            f = features_mod.unseal(keys.get(key_id), rid, features_ct) if features_ct is not None else None
+            if f is None:
+                stale.append(rid)
+            else:
+                out[rid] = FEATURES.put(rid, version, f)
+        if stale:
+            for rid, version, key_id, payload_ct in session.execute(
+                    select(t.c.id, t.c.version, t.c.key_id, t.c.payload_ct).where(among(session, t.c.id, stale))):
+                out[rid] = features_of(keys, rid, version, key_id, payload_ct)
     return out
 
 
@@ -422,7 +438,7 @@ class Resolver:
         for record in records:
             payload = decrypt_payload(self.keys, record)
             self._incoming[record.id] = (payload, features_of(self.keys, record.id, record.version, record.key_id,
-                                                                   record.payload_ct, payload))
+                                                                   record.payload_ct, payload, record.features_ct))
         self._prefetch(records)
         with self.session.no_autoflush:
             self._load_likely_profiles(records)

@@ -584,15 +584,22 @@ def test_rekey_recomputes_identifiers_and_blocking_keys_from_payloads(any_runtim
         session.execute(Identifier.__table__.delete().where(Identifier.kind == "bk:di"))
         rid = expected[0][0]
         session.add(Identifier(record_id=rid, kind="bk:dob", blind_index=b"old", strong=False))
-    from identity.features import KEYS_VERSION
+    from cdp.crypto import decrypt_json
+    from identity.features import KEYS_VERSION, from_payload, unseal
     from identity.rebuild import stale_ids
 
     assert stale_ids(any_runtime) == []  # ingest wrote this release's keys
     with any_runtime.session() as session:
-        session.execute(SourceRecord.__table__.update().where(SourceRecord.id == rid).values(keys_version=0))
+        session.execute(SourceRecord.__table__.update().where(SourceRecord.id == rid).values(keys_version=0,
+                                                                                            features_ct=None))
     assert stale_ids(any_runtime) == [rid]
     assert refresh_keys(any_runtime, ordered_ids(any_runtime)) == 2
     with any_runtime.session() as session:
         assert rows(session) == expected
         assert set(session.scalars(select(SourceRecord.keys_version))) == {KEYS_VERSION}
+        # The features' copy is written again with the keys (from the same payload).
+        row, keys = session.get(SourceRecord, rid), any_runtime.keys(session)
+        payload = decrypt_json(keys.get(row.key_id), row.payload_ct, "source_records", rid, "payload")
+        assert unseal(keys.get(row.key_id), rid, row.features_ct) == from_payload(payload)
+        assert from_payload(payload).surname in ("lima", "sousa")
     assert stale_ids(any_runtime) == []

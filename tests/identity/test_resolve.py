@@ -167,3 +167,46 @@ def test_cached_features_follow_a_new_version_of_the_record(runtime):
     with runtime.session() as s:
         assert s.get(SourceRecord, rid).version == 2
         assert load_features(s, runtime.keys(s), [rid])[rid].surname == "prado"
+
+
+def test_stored_feature_copies_are_read_instead_of_payloads_and_older_ones_are_derived_again(runtime):
+    """Ingest seals each record's features beside its payload, with the
+    record's own key; a cold cache reads the copy (here the payload is made
+    unreadable to prove it), and a record without a copy, or with one an
+    earlier release wrote, is derived from its payload again."""
+    import marshal
+
+    from cdp import crypto
+    from identity import features as features_mod
+    from identity.resolve import FEATURES, load_features
+
+    result = ingest_batch(runtime, "crm", [record("C-1", email="ana@example.com", name="Ana Souza"),
+                                          record("C-2", email="bia@example.com", name="Beatriz Lima"),
+                                          record("C-3", email="caio@example.com", name="Caio Prado")])
+    one, two, three = (r.record_id for r in result.results)
+    with runtime.session() as s:
+        keys = runtime.keys(s)
+        rows = {r.id: r for r in s.scalars(select(SourceRecord))}
+        for rid, row in rows.items():
+            assert b"souza" not in row.features_ct.lower() and b"ana@" not in row.features_ct
+            payload = crypto.decrypt_json(keys.get(row.key_id), row.payload_ct, "source_records", rid, "payload")
+            assert features_mod.unseal(keys.get(row.key_id), rid, row.features_ct) == features_mod.from_payload(payload)
+        # One: the payload unreadable, so only its copy can answer. Two: no copy (stored before
+        # copies existed). Three: a copy an earlier release wrote (another format version).
+        rows[one].payload_ct = b"\x00" * 64
+        rows[two].features_ct = None
+        old = marshal.dumps((features_mod.FEATURES_VERSION - 1, ("caio",)), 4)
+        rows[three].features_ct = crypto.encrypt_field(keys.get(rows[three].key_id), old,
+                                                       crypto.field_aad("source_records", three, "features"))
+        s.commit()
+    FEATURES._items.clear()  # a worker that has not met them
+    with runtime.session() as s:
+        got = load_features(s, runtime.keys(s), [one, two, three])
+    assert (got[one].surname, got[two].surname, got[three].surname) == ("souza", "lima", "prado")
+    assert got[three].emails == frozenset({"caio@example.com"})
+
+    ingest_batch(runtime, "crm", [record("C-3", email="caio@example.com", name="Caio Prado Neto")])
+    with runtime.session() as s:
+        row = s.get(SourceRecord, three)
+        assert row.version == 2
+        assert features_mod.unseal(runtime.keys(s).get(row.key_id), three, row.features_ct).surnames == ("prado", "neto")
