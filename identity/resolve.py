@@ -274,7 +274,7 @@ def holders(session: Session, caps: dict[bytes, int]) -> dict[bytes, list[tuple[
     for start in range(0, len(bis), 500):
         part = bis[start:start + 500]
         if postgres:
-            rows = session.execute(_HOLDERS_PG, {"bis": part, "lims": [caps[bi] + 1 for bi in part]})
+            rows = session.execute(_HOLDERS_PG, {"bis": part, "lims": [caps[bi] + 1 for bi in part]}).all()
         else:  # SQLite has no LATERAL: rank the holders of each key instead
             ranked = (
                 select(i.c.blind_index, sr.c.id, sr.c.profile_id, sr.c.version,
@@ -285,7 +285,7 @@ def holders(session: Session, caps: dict[bytes, int]) -> dict[bytes, list[tuple[
                 .subquery()
             )
             rows = session.execute(select(ranked.c.blind_index, ranked.c.id, ranked.c.profile_id, ranked.c.version)
-                                   .where(ranked.c.n <= max(caps[bi] for bi in part) + 1))
+                                   .where(ranked.c.n <= max(caps[bi] for bi in part) + 1)).all()
         for bi, rid, pid, version in rows:
             out.setdefault(bi, []).append((rid, pid, version))
     return out
