@@ -251,10 +251,13 @@ def matchable(ident) -> bool:
 MATCHABLE = or_(Identifier.__table__.c.strong.is_(True), Identifier.__table__.c.kind.like("bk:%"))
 
 # Resolved records holding each blocking key, at most `lim` (cap + 1) per key:
-# LATERAL ... LIMIT stops reading a crowded key's index entries there.
+# LATERAL ... LIMIT stops reading a crowded key's index entries there. Keys
+# and limits go as comma-separated text (hex keys): psycopg adapts a list
+# element by element in Python, ~3 µs per key (measured), the text in one join.
 _HOLDERS_PG = text("""
     SELECT k.bi, h.id, h.profile_id, h.version
-    FROM unnest(CAST(:bis AS bytea[]), CAST(:lims AS integer[])) AS k(bi, lim)
+    FROM (SELECT decode(x, 'hex') AS bi, CAST(n AS integer) AS lim
+          FROM unnest(string_to_array(:bis, ','), string_to_array(:lims, ',')) AS u(x, n)) AS k
     CROSS JOIN LATERAL (
         SELECT sr.id, sr.profile_id, sr.version FROM identifiers i JOIN source_records sr ON sr.id = i.record_id
         WHERE i.blind_index = k.bi AND (i.strong OR left(i.kind, 3) = 'bk:') AND sr.profile_id IS NOT NULL
@@ -274,7 +277,8 @@ def holders(session: Session, caps: dict[bytes, int]) -> dict[bytes, list[tuple[
     for start in range(0, len(bis), 500):
         part = bis[start:start + 500]
         if postgres:
-            rows = session.execute(_HOLDERS_PG, {"bis": part, "lims": [caps[bi] + 1 for bi in part]}).all()
+            rows = session.execute(_HOLDERS_PG, {"bis": ",".join(bi.hex() for bi in part),
+                                                 "lims": ",".join(str(caps[bi] + 1) for bi in part)}).all()
         else:  # SQLite has no LATERAL: rank the holders of each key instead
             ranked = (
                 select(i.c.blind_index, sr.c.id, sr.c.profile_id, sr.c.version,

@@ -6,14 +6,20 @@ from cdp.store import among
 
 
 def test_among_selects_like_in_on_both_backends(any_runtime):
+    # Names an array literal would misread unless quoted or escaped: commas, braces, a NULL, quotes, backslashes.
+    odd = ["a,b", "{c}", "NULL", 'say "oi"', "back\\slash", " pad "]
     with any_runtime.session() as session:
-        for name in ("loja", "erp", "forms"):
+        for name in ("loja", "erp", "forms", *odd):
             ensure_source(session, name)
     with any_runtime.session() as session:
-        found = set(session.scalars(select(Source.name).where(among(session, Source.name, ["erp", "forms", "x"]))))
-        none = list(session.scalars(select(Source.name).where(among(session, Source.name, []))))
-    assert found == {"erp", "forms"}
-    assert none == []
+        def found(values):
+            return set(session.scalars(select(Source.name).where(among(session, Source.name, values))))
+
+        assert found(["erp", "forms", "x"]) == {"erp", "forms"}
+        assert found([]) == set()
+        assert found(odd[:4] + ["x"]) == set(odd[:4])  # one literal, every element quoted
+        assert found(odd) == set(odd)  # a quote or backslash: passed as a list instead
+        assert found(["null"]) == set()  # not the NULL of an array literal
 
 
 def test_statistics_are_refreshed_after_growth_when_autovacuum_is_off(tmp_path, pg_database):
@@ -34,7 +40,10 @@ def test_statistics_are_refreshed_after_growth_when_autovacuum_is_off(tmp_path, 
         with runtime.session() as session:
             # reltuples is -1 until a table is first analyzed (PostgreSQL 14+).
             analyzed = session.execute(text("SELECT reltuples >= 0 FROM pg_class WHERE relname = 'identifiers'")).scalar()
-        assert analyzed is True
+            # Vacuumed too: the row versions resolution leaves behind are reclaimed.
+            vacuumed = session.execute(text("SELECT last_vacuum IS NOT NULL FROM pg_stat_user_tables "
+                                            "WHERE relname = 'source_records'")).scalar()
+        assert analyzed is True and vacuumed is True
         assert store.keep_statistics_fresh(runtime, 10) is False  # counted from zero again
 
 
