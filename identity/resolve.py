@@ -190,9 +190,9 @@ def load_features(session: Session, keys: KeyStore, record_ids: list[str],
     for start in range(0, len(record_ids), 500):
         missing = []
         part = record_ids[start:start + 500]
+        t = SourceRecord.__table__
         if versions is None:
-            known = session.execute(select(SourceRecord.id, SourceRecord.version)
-                                    .where(among(session, SourceRecord.id, part)))
+            known = session.execute(select(t.c.id, t.c.version).where(among(session, t.c.id, part))).all()
         else:
             known = ((rid, versions[rid]) for rid in part)
         for rid, version in known:
@@ -203,7 +203,6 @@ def load_features(session: Session, keys: KeyStore, record_ids: list[str],
                 out[rid] = cached
         if not missing:
             continue
-        t = SourceRecord.__table__
         rows = session.execute(select(t.c.id, t.c.version, t.c.key_id, t.c.features_ct)
                                .where(among(session, t.c.id, missing))).all()
         keys.preload([key_id for _, _, key_id, _ in rows])
