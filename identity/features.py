@@ -107,7 +107,10 @@ def seal(dek: bytes, record_id: str, f: Features) -> bytes:
     return crypto.encrypt_field(dek, f.pack(), _copy_aad(record_id))
 
 
-def unseal(dek: bytes, record_id: str, features_ct: bytes) -> Features | None:
+def unseal(dek: bytes, record_id: str, features_ct: bytes | None) -> Features | None:
+    """None where there is no copy (stored before copies existed) or an earlier release wrote it."""
+    if features_ct is None:
+        return None
     return Features.unpack(crypto.decrypt_field(dek, features_ct, _copy_aad(record_id)))
 
 

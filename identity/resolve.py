@@ -171,7 +171,7 @@ def features_of(keys: KeyStore, record_id: str, version: int, key_id: str, paylo
     cached = FEATURES.get(record_id, version)
     if cached is not None:
         return cached
-    f = features_mod.unseal(keys.get(key_id), record_id, features_ct) if features_ct is not None else None
+    f = features_mod.unseal(keys.get(key_id), record_id, features_ct)
     if f is None:
         if payload is None:
             payload = crypto.decrypt_json(keys.get(key_id), payload_ct, "source_records", record_id, "payload")
@@ -187,10 +187,10 @@ def load_features(session: Session, keys: KeyStore, record_ids: list[str],
     (unless the caller read them with the records' ids): a cached record's
     ciphertext need not leave the database."""
     out: dict[str, Features] = {}
+    t = SourceRecord.__table__
     for start in range(0, len(record_ids), 500):
         missing = []
         part = record_ids[start:start + 500]
-        t = SourceRecord.__table__
         if versions is None:
             known = session.execute(select(t.c.id, t.c.version).where(among(session, t.c.id, part))).all()
         else:
@@ -208,7 +208,7 @@ def load_features(session: Session, keys: KeyStore, record_ids: list[str],
         keys.preload([key_id for _, _, key_id, _ in rows])
         stale = []
         for rid, version, key_id, features_ct in rows:
-            f = features_mod.unseal(keys.get(key_id), rid, features_ct) if features_ct is not None else None
+            f = features_mod.unseal(keys.get(key_id), rid, features_ct)
             if f is None:
                 stale.append(rid)
             else:
