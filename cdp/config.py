@@ -39,8 +39,9 @@ class Settings:
     max_block: int = 200  # a blocking key shared by more records is too common to use
     # The name-only key ("same name sound") is the weakest and the most
     # crowded (Maria Silva); past this many holders it finds no one a
-    # stronger key would not, and its comparisons dominate resolution time.
-    max_name_block: int = 30
+    # stronger key would not (FEBRL and the Brazilian set score the same
+    # with 5, 10 and 30), and its comparisons dominate resolution time.
+    max_name_block: int = 10
     # Golden record: how to pick a value when sources disagree.
     survivorship: tuple[str, ...] = SURVIVORSHIP_RULES
     resolve_batch_size: int = 500
@@ -100,7 +101,7 @@ class Settings:
             match_threshold=_number(env, "CDP_MATCH_THRESHOLD", 0.95, 0.5, 1.0),
             review_threshold=_number(env, "CDP_REVIEW_THRESHOLD", 0.60, 0.0, 1.0),
             max_block=int(_number(env, "CDP_MAX_BLOCK", 200, 2, 100_000)),
-            max_name_block=int(_number(env, "CDP_MAX_NAME_BLOCK", 30, 2, 100_000)),
+            max_name_block=int(_number(env, "CDP_MAX_NAME_BLOCK", 10, 2, 100_000)),
             survivorship=_choice_list(env, "CDP_SURVIVORSHIP", SURVIVORSHIP_RULES),
             resolve_batch_size=int(_number(env, "CDP_RESOLVE_BATCH_SIZE", 500, 1, 100_000)),
             feature_cache=int(_number(env, "CDP_FEATURE_CACHE", 100_000, 0, 10_000_000)),

@@ -187,7 +187,9 @@ class Identifier(Base):
 
     __tablename__ = "identifiers"
     # Blind index first: candidate lookups ask for many indexes of any kind.
-    __table_args__ = (Index("ix_identifiers_blind_index", "blind_index", "kind"),)
+    # Covering (kind, strong, record_id too): the lookup of a key's holders
+    # reads the index alone, not one table page per holder.
+    __table_args__ = (Index("ix_identifiers_blind_index", "blind_index", "kind", "strong", "record_id"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     record_id: Mapped[str] = mapped_column(ForeignKey("source_records.id"), index=True)
     kind: Mapped[str] = mapped_column(String(64))

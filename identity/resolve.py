@@ -249,27 +249,35 @@ def matchable(ident) -> bool:
 # The same test in SQL (written out in _HOLDERS_PG too).
 MATCHABLE = or_(Identifier.__table__.c.strong.is_(True), Identifier.__table__.c.kind.like("bk:%"))
 
-# Resolved records holding each blocking key, at most `lim` (cap + 1) per key:
-# LATERAL ... LIMIT stops reading a crowded key's index entries there. Keys
-# and limits go as comma-separated text (hex keys): psycopg adapts a list
-# element by element in Python, ~3 µs per key (measured), the text in one join.
+# The records holding each key, at most `lim` (cap + 1) per key, resolved or
+# not (a key held by more than its cap is too common, as in a batch
+# rebuild): LATERAL ... LIMIT stops reading a crowded key's index entries
+# there, and the covering index answers without visiting `identifiers`
+# where the visibility map allows. The holders' links are then read once
+# per record, not once per key they share (a candidate shares several).
+# Keys and limits go as comma-separated text (hex keys): psycopg adapts a
+# list element by element in Python, ~3 µs per key (measured).
 _HOLDERS_PG = text("""
-    SELECT k.bi, h.id, h.profile_id, h.version
-    FROM (SELECT decode(x, 'hex') AS bi, CAST(n AS integer) AS lim
-          FROM unnest(string_to_array(:bis, ','), string_to_array(:lims, ',')) AS u(x, n)) AS k
-    CROSS JOIN LATERAL (
-        SELECT sr.id, sr.profile_id, sr.version FROM identifiers i JOIN source_records sr ON sr.id = i.record_id
-        WHERE i.blind_index = k.bi AND (i.strong OR left(i.kind, 3) = 'bk:') AND sr.profile_id IS NOT NULL
-        LIMIT k.lim) AS h
+    WITH h AS MATERIALIZED (
+        SELECT k.bi, x.record_id
+        FROM (SELECT decode(u.x, 'hex') AS bi, CAST(u.n AS integer) AS lim
+              FROM unnest(string_to_array(:bis, ','), string_to_array(:lims, ',')) AS u(x, n)) AS k
+        CROSS JOIN LATERAL (
+            SELECT i.record_id FROM identifiers i
+            WHERE i.blind_index = k.bi AND (i.strong OR left(i.kind, 3) = 'bk:')
+            LIMIT k.lim) AS x),
+    r AS (SELECT sr.id, sr.profile_id, sr.version FROM source_records sr
+          WHERE sr.id IN (SELECT record_id FROM h))
+    SELECT h.bi, h.record_id, r.profile_id, r.version FROM h JOIN r ON r.id = h.record_id
 """)
 
 
-def holders(session: Session, caps: dict[bytes, int]) -> dict[bytes, list[tuple[str, str, int]]]:
-    """(record id, profile id, version) of the resolved records holding each key, at
-    most cap+1 per key: enough to tell a key that is too common, never the
-    whole crowd (which holders come back does not matter: a key with more
-    than cap holders is not used)."""
-    out: dict[bytes, list[tuple[str, str, int]]] = {}
+def holders(session: Session, caps: dict[bytes, int]) -> dict[bytes, list[tuple[str, str | None, int]]]:
+    """(record id, profile id or None while unresolved, version) of the
+    records holding each key, at most cap+1 per key: enough to tell a key
+    that is too common, never the whole crowd (which holders come back does
+    not matter: a key with more than cap holders is not used)."""
+    out: dict[bytes, list[tuple[str, str | None, int]]] = {}
     bis = list(caps)
     postgres = session.get_bind().dialect.name == "postgresql"
     i, sr = Identifier.__table__, SourceRecord.__table__
@@ -280,15 +288,15 @@ def holders(session: Session, caps: dict[bytes, int]) -> dict[bytes, list[tuple[
                                                  "lims": ",".join(str(caps[bi] + 1) for bi in part)}).all()
         else:  # SQLite has no LATERAL: rank the holders of each key instead
             ranked = (
-                select(i.c.blind_index, sr.c.id, sr.c.profile_id, sr.c.version,
-                       func.row_number().over(partition_by=i.c.blind_index, order_by=sr.c.id).label("n"))
-                .join(sr, sr.c.id == i.c.record_id)
-                .where(i.c.blind_index.in_(part), MATCHABLE,
-                       sr.c.profile_id.is_not(None))
+                select(i.c.blind_index, i.c.record_id,
+                       func.row_number().over(partition_by=i.c.blind_index, order_by=i.c.record_id).label("n"))
+                .where(i.c.blind_index.in_(part), MATCHABLE)
                 .subquery()
             )
-            rows = session.execute(select(ranked.c.blind_index, ranked.c.id, ranked.c.profile_id, ranked.c.version)
-                                   .where(ranked.c.n <= max(caps[bi] for bi in part) + 1)).all()
+            rows = session.execute(
+                select(ranked.c.blind_index, sr.c.id, sr.c.profile_id, sr.c.version)
+                .join(sr, sr.c.id == ranked.c.record_id)
+                .where(ranked.c.n <= max(caps[bi] for bi in part) + 1)).all()
         for bi, rid, pid, version in rows:
             out.setdefault(bi, []).append((rid, pid, version))
     return out
@@ -362,10 +370,11 @@ class Resolver:
                 self._crowded.add(bi)  # too common: its holders are not candidates (nor loaded)
                 known[bi] = caps[bi]
                 continue
-            self._index.setdefault(bi, []).extend(rid for rid, _, _ in found)
             for rid, pid, version in found:
-                self._record_profile[rid] = pid
-                versions[rid] = version
+                if pid is not None:  # unresolved holders meet this chunk's records once resolved
+                    self._index.setdefault(bi, []).append(rid)
+                    self._record_profile[rid] = pid
+                    versions[rid] = version
         self._load_features([rid for rid in self._record_profile if rid not in self._features], versions)
         if self.session.scalar(select(LabelledPair.id).limit(1)) is None:
             return  # nobody has decided a pair yet

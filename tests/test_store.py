@@ -41,7 +41,11 @@ def test_statistics_are_refreshed_after_growth_when_autovacuum_is_off(tmp_path, 
         with runtime.session() as session:
             # reltuples is -1 until a table is first analyzed (PostgreSQL 14+).
             analyzed = session.execute(text("SELECT reltuples >= 0 FROM pg_class WHERE relname = 'identifiers'")).scalar()
+            # Vacuumed too: only then may the covering index answer holder lookups alone.
+            vacuumed = session.execute(text(
+                "SELECT last_vacuum IS NOT NULL FROM pg_stat_user_tables WHERE relname = 'identifiers'")).scalar()
         assert analyzed is True
+        assert vacuumed is True
         assert store.keep_statistics_fresh(runtime, 10) is False  # counted from zero again
 
 

@@ -210,3 +210,22 @@ def test_stored_feature_copies_are_read_instead_of_payloads_and_older_ones_are_d
         row = s.get(SourceRecord, three)
         assert row.version == 2
         assert features_mod.unseal(runtime.keys(s).get(row.key_id), three, row.features_ct).surnames == ("prado", "neto")
+
+
+def test_key_holders_count_unresolved_records_but_give_them_no_profile(any_runtime):
+    """A key's holders include records stored but not resolved yet (they make a
+    key crowded, as in a batch rebuild) without a profile to join; at most cap+1 come back."""
+    from cdp.models import Identifier
+    from identity.resolve import holders
+
+    ingest_batch(any_runtime, "erp", [record(external_id="e1", email="ana@example.com"),
+                                      record(external_id="e2", email="ana@example.com")])
+    ingest_batch(any_runtime, "forms", [record(external_id="f1", email="ana@example.com")], resolve=False)
+    with any_runtime.session() as s:
+        bi = s.scalar(select(Identifier.blind_index).where(Identifier.kind == "email").limit(1))
+        found = holders(s, {bi: 200})[bi]
+        pending = s.scalar(select(SourceRecord.id).where(SourceRecord.status == "pending"))
+        assert len(holders(s, {bi: 1})[bi]) == 2  # cap + 1: enough to call the key crowded
+    assert len(found) == 3
+    assert {pid for rid, pid, _ in found if rid != pending} == {profile_of(any_runtime, "erp", "e1")}
+    assert [pid for rid, pid, _ in found if rid == pending] == [None]
