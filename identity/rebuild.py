@@ -41,7 +41,7 @@ from sqlalchemy.sql import operators
 from sqlalchemy.sql.expression import UnaryExpression
 
 from cdp import crypto
-from cdp.models import CannotLink, Event, Identifier, MergeEvent, Profile, SourceRecord, new_id, utcnow
+from cdp.models import VALID_CPF_SQL, CannotLink, Event, Identifier, MergeEvent, Profile, SourceRecord, new_id, utcnow
 from cdp.store import KeyStore, Runtime, among, insert_rows, tune_gc, update_rows
 from identity.features import KEYS_VERSION, Features
 from identity.models import LabelledPair, RebuildEdge, RebuildFeature, RebuildKey, ReviewItem
@@ -396,7 +396,7 @@ def cluster(runtime: Runtime, run: str, order: list[str], progress=None):
             part = order[start:start + SLICE]
             cpfs: dict[str, set[bytes]] = defaultdict(set)
             for rid, bi in session.execute(select(Identifier.record_id, Identifier.blind_index).where(
-                    among(session, Identifier.record_id, part), Identifier.kind == "cpf", Identifier.strong.is_(True))):
+                    among(session, Identifier.record_id, part), text(VALID_CPF_SQL))):
                 cpfs[rid].add(bi)
             current, received = {}, []
             for rid, pid, at in session.execute(select(SourceRecord.id, SourceRecord.profile_id, SourceRecord.received_at)

@@ -24,8 +24,8 @@ from sqlalchemy.orm import Session, load_only
 from sqlalchemy.orm.attributes import set_committed_value
 
 from cdp import crypto
-from cdp.models import (CannotLink, Event, Identifier, IdentifierKind, MergeEvent, Profile, Source, SourceRecord,
-                        new_id, utcnow)
+from cdp.models import (VALID_CPF_SQL, CannotLink, Event, Identifier, IdentifierKind, MergeEvent, Profile, Source,
+                        SourceRecord, new_id, utcnow)
 from cdp.store import KeyStore, Runtime, among, keep_statistics_fresh, update_rows
 from identity import features as features_mod
 from identity import golden as golden_mod
@@ -414,12 +414,19 @@ class Resolver:
                 self._profiles[profile.id] = profile
             for pid in part:
                 self._cpfs[pid] = set()
-            for pid, bi in self.session.execute(
-                select(SourceRecord.profile_id, Identifier.blind_index)
-                .join(SourceRecord, SourceRecord.id == Identifier.record_id)
-                .where(among(self.session, SourceRecord.profile_id, part), Identifier.kind == "cpf", Identifier.strong.is_(True))
-            ).all():
-                self._cpfs[pid].add(bi)
+            # Members first, then their valid CPFs through the partial index: as
+            # one join the server scanned every CPF row (its estimates of a
+            # chunk's members are blind).
+            owner = dict(self.session.execute(
+                select(SourceRecord.id, SourceRecord.profile_id).where(among(self.session, SourceRecord.profile_id, part))
+            ).all())
+            members = list(owner)
+            for first in range(0, len(members), 1000):
+                for rid, bi in self.session.execute(
+                    select(Identifier.record_id, Identifier.blind_index)
+                    .where(among(self.session, Identifier.record_id, members[first:first + 1000]), text(VALID_CPF_SQL))
+                ).all():
+                    self._cpfs[owner[rid]].add(bi)
             for a, b in self.session.execute(
                 select(CannotLink.profile_a, CannotLink.profile_b)
                 .where(among(self.session, CannotLink.profile_a, part) | among(self.session, CannotLink.profile_b, part))
