@@ -46,6 +46,8 @@ def main() -> None:
         argv = [sys.executable, str(Path(__file__).resolve()), "_" + args.mode, "--people", str(args.people),
                 "--records", str(args.records), "--pg", args.pg]
         raise SystemExit(subprocess.call(argv, cwd=code, env=env))
+    # The chosen checkout's own helpers: importing them puts that checkout first on the path.
+    sys.path.insert(0, str(Path.cwd() / "bench"))
     server = args.pg.rsplit("/", 1)[0] + "/"
     (build if args.mode == "_build" else trial)(args, server)
 
@@ -56,7 +58,6 @@ def build(args, server: str) -> None:
     import psycopg
 
     logging.disable(logging.WARNING)
-    sys.path.insert(0, str(Path.cwd() / "bench"))  # the checkout's own copy: it puts its checkout first on the path
     from throughput import _by_source, _Listed, _NoBar, _read_all
 
     from cdp.cli import ingest_connector
@@ -86,6 +87,11 @@ def trial(args, server: str) -> None:
     import psycopg
 
     logging.disable(logging.WARNING)
+    from throughput import _cpu_seconds
+
+    def server_cpu() -> float:
+        return _cpu_seconds([])["postgres"]
+
     with psycopg.connect(args.pg, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{COPY}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{COPY}" TEMPLATE "{BASE}"')
@@ -102,28 +108,15 @@ def trial(args, server: str) -> None:
         raise SystemExit(f"error: the base holds {len(ids)} pending records; use fewer --records or build it larger")
     for start in range(0, WARM_UP, 500):
         resolve_records(runtime, ids[start:start + 500])
-    cpu0, server0, t0 = time.process_time(), _server_cpu(), time.perf_counter()
+    cpu0, server0, t0 = time.process_time(), server_cpu(), time.perf_counter()
     for start in range(WARM_UP, WARM_UP + args.records, 500):
         resolve_records(runtime, ids[start:start + 500])
     wall = time.perf_counter() - t0
     print(json.dumps({"code": os.getcwd(), "records": args.records, "seconds": round(wall, 1),
                       "records_per_s": round(args.records / wall), "cpu_seconds": round(time.process_time() - cpu0, 1),
-                      "server_cpu_seconds": round(_server_cpu() - server0, 1)}), flush=True)
+                      "server_cpu_seconds": round(server_cpu() - server0, 1)}), flush=True)
     with psycopg.connect(args.pg, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{COPY}" WITH (FORCE)')
-
-
-def _server_cpu() -> float:
-    """CPU seconds used so far by the PostgreSQL server's processes (Linux /proc)."""
-    tick, total = os.sysconf("SC_CLK_TCK"), 0.0
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and (proc / "comm").read_text().strip() == "postgres":
-                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-                total += (int(fields[11]) + int(fields[12])) / tick
-        except OSError:
-            continue
-    return total
 
 
 if __name__ == "__main__":
