@@ -131,12 +131,16 @@ class KeyStore:
         wanted = [k for k in set(key_ids) if k not in self._cache]
         t = DataKey.__table__  # plain rows: the ORM's row handling cost more than the unwrapping
         for start in range(0, len(wanted), 500):
-            rows = self.session.execute(
+            self.unwrap_rows(self.session.execute(
                 select(t.c.id, t.c.kek_id, t.c.wrapped).where(among(self.session, t.c.id, wanted[start:start + 500]))
-            ).all()
-            for key_id, kek_id, wrapped in rows:
-                if wrapped is not None:
-                    self._cache[key_id] = self.keyring.unwrap(key_id, kek_id, wrapped)
+            ).all())
+
+    def unwrap_rows(self, rows) -> None:
+        """Unwrap keys from (id, kek_id, wrapped) rows a caller read itself
+        (with the rows they encrypt); destroyed ones (wrapped None) are skipped."""
+        for key_id, kek_id, wrapped in rows:
+            if wrapped is not None and key_id not in self._cache:
+                self._cache[key_id] = self.keyring.unwrap(key_id, kek_id, wrapped)
 
     def forget(self) -> None:
         """Drop unwrapped keys from memory (long scans stay bounded)."""

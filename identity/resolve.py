@@ -14,12 +14,14 @@ its evidence, and can be undone.
 from __future__ import annotations
 
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 import logging
+import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import NamedTuple
 
-from sqlalchemy import func, inspect, or_, select, text, update
+from sqlalchemy import Connection, func, inspect, or_, select, text, update
 from sqlalchemy.orm import Session, load_only
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -272,19 +274,20 @@ _HOLDERS_PG = text("""
 """)
 
 
-def holders(session: Session, caps: dict[bytes, int]) -> dict[bytes, list[tuple[str, str | None, int]]]:
+def holders(db: Session | Connection, caps: dict[bytes, int]) -> dict[bytes, list[tuple[str, str | None, int]]]:
     """(record id, profile id or None while unresolved, version) of the
     records holding each key, at most cap+1 per key: enough to tell a key
     that is too common, never the whole crowd (which holders come back does
-    not matter: a key with more than cap holders is not used)."""
+    not matter: a key with more than cap holders is not used). `db`: the
+    resolver's session, or a connection of its own (`Lookahead`)."""
     out: dict[bytes, list[tuple[str, str | None, int]]] = {}
     bis = list(caps)
-    postgres = session.get_bind().dialect.name == "postgresql"
+    postgres = (db.dialect if isinstance(db, Connection) else db.get_bind().dialect).name == "postgresql"
     i, sr = Identifier.__table__, SourceRecord.__table__
     for start in range(0, len(bis), 500):
         part = bis[start:start + 500]
         if postgres:
-            rows = session.execute(_HOLDERS_PG, {"bis": ",".join(bi.hex() for bi in part),
+            rows = db.execute(_HOLDERS_PG, {"bis": ",".join(bi.hex() for bi in part),
                                                  "lims": ",".join(str(caps[bi] + 1) for bi in part)}).all()
         else:  # SQLite has no LATERAL: rank the holders of each key instead
             ranked = (
@@ -293,7 +296,7 @@ def holders(session: Session, caps: dict[bytes, int]) -> dict[bytes, list[tuple[
                 .where(i.c.blind_index.in_(part), MATCHABLE)
                 .subquery()
             )
-            rows = session.execute(
+            rows = db.execute(
                 select(ranked.c.blind_index, sr.c.id, sr.c.profile_id, sr.c.version)
                 .join(sr, sr.c.id == ranked.c.record_id)
                 .where(ranked.c.n <= max(caps[bi] for bi in part) + 1)).all()
@@ -316,6 +319,78 @@ def crowded_keys(database_url: str) -> dict[bytes, int]:
     return known
 
 
+# A holder's stored features and its data key, for holders the feature
+# cache lacks (read with the lookup, on the lookahead's connection).
+_FEATURE_ROWS_PG = text("""
+    SELECT sr.id, sr.version, sr.key_id, sr.features_ct, dk.kek_id, dk.wrapped
+    FROM source_records sr JOIN data_keys dk ON dk.id = sr.key_id
+    WHERE sr.id = ANY(string_to_array(:ids, ','))
+""")
+
+# Records a chunk is decided in parts of, so that the next part's lookups
+# overlap this part's decisions (more parts: more overlap, more queries).
+LOOKAHEAD_PART = 100
+
+
+class Lookahead:
+    """The holder lookups of a chunk's next part, answered by PostgreSQL on a
+    second connection while this process decides the current part. Done in
+    line, the worker waited for the server on every lookup (a core idle
+    either way); this way the two work at once.
+
+    It reads committed rows only, and that is all it needs: which records
+    hold a key (written at ingest, committed before their resolution is
+    queued), the holders' stored links (the resolver keeps the links it made
+    in this chunk in memory, and they win), and the features of holders the
+    cache lacks. Other resolvers wait for this one's lock, so nothing it
+    reads is changed under it. On SQLite it runs in line."""
+
+    def __init__(self, session: Session, cached):
+        bind = session.get_bind()
+        self._session = session
+        self._cached = cached  # (record id, version) -> whether its features are in memory already
+        self._engine = bind if bind.dialect.name == "postgresql" else None
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="lookahead") if self._engine is not None else None
+        self._next: Future | None = None
+        self._conn: Connection | None = None  # opened by the lookahead's thread, kept for the chunk
+        self._switch = sys.getswitchinterval()
+        if self._pool is not None:
+            # Each reply the lookahead waits for, it must take the GIL back
+            # from the deciding thread, which gives it up only after the
+            # switch interval (5 ms by default: the lookahead fell behind).
+            sys.setswitchinterval(0.0005)
+
+    def submit(self, caps: dict[bytes, int]) -> None:
+        if self._pool is None:
+            self._next = Future()
+            self._next.set_result((holders(self._session, caps), []))
+        else:
+            self._next = self._pool.submit(self._look_up, caps)
+
+    def result(self) -> tuple[dict[bytes, list[tuple[str, str | None, int]]], list[tuple]]:
+        """The holders of the keys last submitted, and feature rows (id,
+        version, key_id, features_ct, kek_id, wrapped) of usable holders
+        whose features are not in memory."""
+        return self._next.result()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            sys.setswitchinterval(self._switch)
+            if self._conn is not None:
+                self._conn.close()
+
+    def _look_up(self, caps: dict[bytes, int]):
+        if self._conn is None:
+            self._conn = self._engine.connect()
+        found = holders(self._conn, caps)
+        wanted = {rid for bi, rows in found.items() if len(rows) <= caps[bi]
+                  for rid, pid, version in rows if pid is not None and not self._cached(rid, version)}
+        # (Read committed: each lookup sees what committed before it.)
+        rows = self._conn.execute(_FEATURE_ROWS_PG, {"ids": ",".join(wanted)}).all() if wanted else []
+        return found, rows
+
+
 class Resolver:
     """Resolves records chunk by chunk. Candidates are the records sharing a
     strong identifier or a blocking key with the incoming one (blind-index
@@ -336,6 +411,8 @@ class Resolver:
     def _reset_chunk(self) -> None:
         self._index: dict[bytes, list[str]] = {}     # blind index -> resolved record ids holding it
         self._crowded: set[bytes] = set()            # keys shared by too many records to be useful
+        self._caps: dict[bytes, int] = {}            # keys looked up (or known crowded) in this chunk -> cap
+        self._any_labelled: bool | None = None       # whether any pair was ever decided by a person
         self._record_profile: dict[str, str] = {}    # record id -> profile id
         self._alias: dict[str, str] = {}             # merged profile -> surviving profile
         self._cpfs: dict[str, set[bytes]] = {}       # profile -> its valid CPF blind indexes
@@ -359,26 +436,50 @@ class Resolver:
         return self._trust[source]
 
     # -- prefetch ----------------------------------------------------------
-    def _prefetch(self, records: list) -> None:
-        caps = {i.blind_index: self.settings.block_cap(i.kind)
-                for r in records for i in r.identifiers if matchable(i)}
+    def _keys_to_look_up(self, records: list[Rec]) -> dict[bytes, int]:
+        """The keys of these records not looked up yet in this chunk and not
+        known to be crowded, with their caps."""
         known = crowded_keys(self.settings.database_url)
-        self._crowded = {bi for bi, cap in caps.items() if cap <= known.get(bi, -1)}
+        caps = {}
+        for record in records:
+            for ident in record.identifiers:
+                bi = ident.blind_index
+                if bi in self._caps or not matchable(ident):
+                    continue
+                self._caps[bi] = cap = self.settings.block_cap(ident.kind)
+                if cap <= known.get(bi, -1):
+                    self._crowded.add(bi)
+                else:
+                    caps[bi] = cap
+        return caps
+
+    def _has_features(self, record_id: str, version: int) -> bool:
+        return record_id in self._features or FEATURES.get(record_id, version) is not None
+
+    def _prefetch(self, records: list[Rec], found: dict, feature_rows: list[tuple]) -> None:
+        """Take in a part's lookup: its keys' holders (a link made in this
+        chunk wins over the stored one), their features, labelled pairs."""
+        known = crowded_keys(self.settings.database_url)
         versions: dict[str, int] = {}
-        for bi, found in holders(self.session, {bi: cap for bi, cap in caps.items() if bi not in self._crowded}).items():
-            if len(found) > caps[bi]:
+        for bi, rows in found.items():
+            if len(rows) > self._caps[bi]:
                 self._crowded.add(bi)  # too common: its holders are not candidates (nor loaded)
-                known[bi] = caps[bi]
+                known[bi] = self._caps[bi]
                 continue
-            for rid, pid, version in found:
-                if pid is not None:  # unresolved holders meet this chunk's records once resolved
+            for rid, pid, version in rows:
+                # Unresolved holders meet this chunk's records once resolved;
+                # this chunk's own records are indexed as they are attached.
+                if pid is not None and rid not in self._touched:
                     self._index.setdefault(bi, []).append(rid)
-                    self._record_profile[rid] = pid
+                    self._record_profile.setdefault(rid, pid)
                     versions[rid] = version
-        self._load_features([rid for rid in self._record_profile if rid not in self._features], versions)
-        if self.session.scalar(select(LabelledPair.id).limit(1)) is None:
+        self._take_feature_rows(feature_rows)
+        self._load_features([rid for rid in versions if rid not in self._features], versions)
+        if self._any_labelled is None:
+            self._any_labelled = self.session.scalar(select(LabelledPair.id).limit(1)) is not None
+        if not self._any_labelled:
             return  # nobody has decided a pair yet
-        ids = list(self._record_profile) + [r.id for r in records]
+        ids = [r.id for r in records] + list(versions)
         lp = LabelledPair.__table__
         for start in range(0, len(ids), 500):
             part = ids[start:start + 500]
@@ -386,6 +487,16 @@ class Resolver:
                 select(lp.c.record_a, lp.c.record_b, lp.c.is_match).where(among(self.session, lp.c.record_a, part) | among(self.session, lp.c.record_b, part))
             ).all():
                 self._decided[frozenset((a, b))] = bool(same)
+
+    def _take_feature_rows(self, rows: list[tuple]) -> None:
+        """Features of holders read by the lookahead with their data keys."""
+        self.keys.unwrap_rows((key_id, kek_id, wrapped) for _, _, key_id, _, kek_id, wrapped in rows)
+        for rid, version, key_id, features_ct, _, wrapped in rows:
+            if wrapped is None:
+                continue  # erased: nothing to compare
+            f = features_mod.unseal(self.keys.get(key_id), rid, features_ct)
+            if f is not None:  # else load_features derives it from the payload
+                self._features[rid] = FEATURES.put(rid, version, f)
 
     def _load_likely_profiles(self, records: list[Rec]) -> None:
         """Load the profiles this chunk may join, in a few queries: each
@@ -452,16 +563,30 @@ class Resolver:
 
     # -- the decision ----------------------------------------------------
     def resolve_chunk(self, records: list[SourceRecord]) -> list[Decision]:
+        """Decide a chunk's records in received order, in parts whose holder
+        lookups run ahead (`Lookahead`); write the chunk back at once."""
         self._reset_chunk()
-        self.keys.preload([r.key_id for r in records])
-        for record in records:
-            payload = decrypt_payload(self.keys, record)
-            self._incoming[record.id] = (payload, features_of(self.keys, record.id, record.version, record.key_id,
-                                                                   record.payload_ct, payload, record.features_ct))
-        self._prefetch(records)
-        with self.session.no_autoflush:
-            self._load_likely_profiles(records)
-            decisions = [self._resolve_one(r) for r in records]
+        parts = [records[i:i + LOOKAHEAD_PART] for i in range(0, len(records), LOOKAHEAD_PART)]
+        decisions: list[Decision] = []
+        ahead = Lookahead(self.session, self._has_features)
+        try:
+            if parts:
+                ahead.submit(self._keys_to_look_up(parts[0]))
+            self.keys.preload([r.key_id for r in records])
+            for record in records:
+                payload = decrypt_payload(self.keys, record)
+                self._incoming[record.id] = (payload, features_of(self.keys, record.id, record.version, record.key_id,
+                                                                       record.payload_ct, payload, record.features_ct))
+            for number, part in enumerate(parts):
+                found, feature_rows = ahead.result()
+                if number + 1 < len(parts):
+                    ahead.submit(self._keys_to_look_up(parts[number + 1]))
+                self._prefetch(part, found, feature_rows)
+                with self.session.no_autoflush:
+                    self._load_likely_profiles(part)
+                    decisions.extend(self._resolve_one(r) for r in part)
+        finally:
+            ahead.close()
         self._write_back([r.id for r in records])
         return decisions
 
