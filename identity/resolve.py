@@ -346,10 +346,10 @@ class Lookahead:
     reads is changed under it. On SQLite it runs in line."""
 
     def __init__(self, session: Session, cached):
-        bind = session.get_bind()
+        engine = session.get_bind().engine  # (a session may be bound to a connection)
         self._session = session
         self._cached = cached  # (record id, version) -> whether its features are in memory already
-        self._engine = bind if bind.dialect.name == "postgresql" else None
+        self._engine = engine if engine.dialect.name == "postgresql" else None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="lookahead") if self._engine is not None else None
         self._next: Future | None = None
         self._conn: Connection | None = None  # opened by the lookahead's thread, kept for the chunk
