@@ -96,7 +96,11 @@ def main() -> None:
     finally:
         for w in workers:
             w.terminate()
-            w.wait(30)
+        for w in workers:
+            try:
+                w.wait(30)
+            except subprocess.TimeoutExpired:  # an idle rq worker may sit in its blocking dequeue
+                w.kill()
         with psycopg.connect(args.pg, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
