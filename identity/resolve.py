@@ -19,9 +19,10 @@ import logging
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import NamedTuple
 
-from sqlalchemy import Connection, func, inspect, or_, select, text, update
+from sqlalchemy import URL, Connection, Engine, create_engine, func, inspect, or_, select, text, update
 from sqlalchemy.orm import Session, load_only
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -332,6 +333,15 @@ _FEATURE_ROWS_PG = text("""
 LOOKAHEAD_PART = 100
 
 
+@lru_cache(maxsize=8)
+def _lookahead_engine(url: URL) -> Engine:
+    """The lookahead's connections come from a pool of their own: from the
+    app's pool, a resolver holding the lock could wait for a connection held
+    by requests that wait for that lock. One resolver per process holds the
+    lock at a time, so one connection is enough (the overflow is a margin)."""
+    return create_engine(url, pool_size=1, max_overflow=2, pool_pre_ping=True)
+
+
 class Lookahead:
     """The holder lookups of a chunk's next part, answered by PostgreSQL on a
     second connection while this process decides the current part. Done in
@@ -349,7 +359,7 @@ class Lookahead:
         engine = session.get_bind().engine  # (a session may be bound to a connection)
         self._session = session
         self._cached = cached  # (record id, version) -> whether its features are in memory already
-        self._engine = engine if engine.dialect.name == "postgresql" else None
+        self._engine = _lookahead_engine(engine.url) if engine.dialect.name == "postgresql" else None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="lookahead") if self._engine is not None else None
         self._next: Future | None = None
         self._conn: Connection | None = None  # opened by the lookahead's thread, kept for the chunk

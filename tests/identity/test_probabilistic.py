@@ -10,7 +10,7 @@ from cdp.ingest import ingest_batch
 from cdp.models import CannotLink, Profile, SourceRecord
 from identity.models import LabelledPair, MatchModel, ReviewItem
 from identity.review import decide, evidence_values, list_items
-from tests.factories import CPF_A, CPF_B
+from tests.factories import CPF_A, CPF_B, record
 from tests.identity.test_resolve import active_profiles, profile_of
 
 
@@ -197,6 +197,32 @@ def test_chunks_decided_in_parts_with_lookups_ahead_give_the_same_clusters(tmp_p
         assert s.scalar(select(func.count()).select_from(Profile).where(Profile.status == "merged")) > 0
         assert s.scalar(select(func.count()).select_from(SourceRecord).where(SourceRecord.status == "pending")) == 0
     assert _partition(parts)[0] == _partition(whole)[0]
+
+
+def test_the_lookahead_needs_no_connection_from_the_apps_pool(tmp_path, pg_database):
+    """Requests waiting for the resolution lock may hold every connection of
+    the app's pool; the resolver holding the lock still gets its lookahead's
+    connection (from a pool of its own) instead of waiting for theirs."""
+    from sqlalchemy import text
+
+    import identity.resolve as resolve_mod
+    from tests.conftest import make_runtime, make_settings
+
+    runtime = make_runtime(make_settings(tmp_path / "instance", pg_database))
+    ingest_batch(runtime, "erp", [record(f"e{i}", email="ana@example.com", name="Ana Lima") for i in range(3)],
+                 resolve=False)
+    pool = runtime.engine.pool
+    held = [runtime.engine.connect() for _ in range(pool.size() + pool._max_overflow - 1)]
+    try:
+        for conn in held:
+            conn.execute(text("SELECT 1"))
+        resolve_mod.resolve_records(runtime, resolve_mod.pending_record_ids(runtime))
+    finally:
+        for conn in held:
+            conn.close()
+    with runtime.session() as s:
+        assert s.scalar(select(func.count(func.distinct(SourceRecord.profile_id)))) == 1
+        assert s.scalar(select(func.count()).select_from(SourceRecord).where(SourceRecord.status == "pending")) == 0
 
 
 def test_batch_rebuild_gives_the_incremental_clusters(any_runtime, tmp_path):
