@@ -209,18 +209,26 @@ def load_features(session: Session, keys: KeyStore, record_ids: list[str],
         rows = session.execute(select(t.c.id, t.c.version, t.c.key_id, t.c.features_ct)
                                .where(among(session, t.c.id, missing))).all()
         keys.preload([key_id for _, _, key_id, _ in rows])
-        stale = []
-        for rid, version, key_id, features_ct in rows:
-            f = features_mod.unseal(keys.get(key_id), rid, features_ct)
-            if f is None:
-                stale.append(rid)
-            else:
-                out[rid] = FEATURES.put(rid, version, f)
+        stale = unseal_rows(keys, rows, out)
         if stale:
             for rid, version, key_id, payload_ct in session.execute(
                     select(t.c.id, t.c.version, t.c.key_id, t.c.payload_ct).where(among(session, t.c.id, stale))):
                 out[rid] = features_of(keys, rid, version, key_id, payload_ct)
     return out
+
+
+def unseal_rows(keys: KeyStore, rows, out: dict[str, Features]) -> list[str]:
+    """Features from (id, version, key_id, features_ct) rows whose keys are
+    loaded, into `out` and the cache; returns the ids with no usable copy
+    (to be derived from their payloads)."""
+    stale = []
+    for rid, version, key_id, features_ct in rows:
+        f = features_mod.unseal(keys.get(key_id), rid, features_ct)
+        if f is None:
+            stale.append(rid)
+        else:
+            out[rid] = FEATURES.put(rid, version, f)
+    return stale
 
 
 def _link_details(edge: Edge) -> dict:
@@ -501,12 +509,9 @@ class Resolver:
     def _take_feature_rows(self, rows: list[tuple]) -> None:
         """Features of holders read by the lookahead with their data keys."""
         self.keys.unwrap_rows((key_id, kek_id, wrapped) for _, _, key_id, _, kek_id, wrapped in rows)
-        for rid, version, key_id, features_ct, _, wrapped in rows:
-            if wrapped is None:
-                continue  # erased: nothing to compare
-            f = features_mod.unseal(self.keys.get(key_id), rid, features_ct)
-            if f is not None:  # else load_features derives it from the payload
-                self._features[rid] = FEATURES.put(rid, version, f)
+        # Erased holders (key destroyed) have nothing to compare; a holder with
+        # no usable copy is derived from its payload by load_features.
+        unseal_rows(self.keys, [row[:4] for row in rows if row[5] is not None], self._features)
 
     def _load_likely_profiles(self, records: list[Rec]) -> None:
         """Load the profiles this chunk may join, in a few queries: each
