@@ -20,14 +20,14 @@ from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Iterable
 
-from sqlalchemy import Float, Numeric, case, cast, delete, exists, func, insert, select, text, update
+from sqlalchemy import Float, Numeric, case, cast, delete, exists, func, select, text, update
 from sqlalchemy.orm import Session
 
 from activation.models import MetricsTotals, ProfileMetrics
 from cdp import crypto
 from cdp.config import ConfigError
 from cdp.models import Event, Profile, SourceRecord, utcnow
-from cdp.store import KeyStore, Runtime, among
+from cdp.store import KeyStore, Runtime, among, insert_rows
 
 log = logging.getLogger(__name__)
 
@@ -113,12 +113,29 @@ def recompute(session: Session, keys: KeyStore, profile_ids: Iterable[str], now:
                 _purchases(rows[pid], count, total, first, last, now, churn_days)
             _attributes(session, keys, active, rows)
             keys.forget()  # bounded: keys of one chunk at a time
-            # Core, not ORM: the ORM splits rows by which columns are None (hundreds of statements).
-            session.execute(insert(pm), list(rows.values()))
-            written += len(rows)
         buyers = [r["lifetime_days"] for r in rows.values() if r["purchase_count"] > 0]
         _add_to_totals(session, len(buyers) - before[0], sum(buyers) - int(before[1]))
+        if rows:
+            # LTV with the base's average lifetime including this chunk, as the
+            # rows are written (not written, then updated); in one COPY on
+            # PostgreSQL (the ORM would split rows by which columns are None).
+            years = average_lifetime_years(session)
+            for row in rows.values():
+                row["ltv"] = ltv(row["average_order_value"], row["purchase_frequency"], years)
+            insert_rows(session, pm, list(rows.values()))
+            written += len(rows)
     return written
+
+
+def ltv(average_order_value: Decimal | None, purchase_frequency: float | None, lifetime_years: float) -> Decimal | None:
+    """Average order value × purchases a year × the base's average lifetime in
+    years (None without purchases), as `update_ltv`'s SQL computes it: a
+    float product, then numeric(14, 2) — PostgreSQL keeps 15 significant
+    digits of a float and rounds half away from zero."""
+    if average_order_value is None or purchase_frequency is None:
+        return None
+    product = float(average_order_value) * purchase_frequency * lifetime_years
+    return Decimal(f"{product:.15g}").quantize(CENT, rounding=ROUND_HALF_UP)
 
 
 def _add_to_totals(session: Session, purchasers: int, lifetime_days: int) -> None:
@@ -269,7 +286,6 @@ def refresh_profiles(runtime: Runtime, profile_ids: Iterable[str], churn_days: i
         chunk = ids[start:start + CHUNK]
         with runtime.session() as session:
             written += recompute(session, runtime.keys(session), chunk, churn_days=churn_days)
-            update_ltv(session, chunk)
     log.info("metrics refreshed profiles=%d", written)
     return written
 

@@ -106,12 +106,12 @@ def main() -> None:
 
 
 def _pending(runtime) -> bool:
-    from sqlalchemy import select
+    from sqlalchemy import select, text
 
-    from cdp.models import SourceRecord
+    from cdp.models import PENDING_SQL, SourceRecord
 
     with runtime.session() as session:
-        return session.scalar(select(SourceRecord.id).where(SourceRecord.status == "pending").limit(1)) is not None
+        return session.scalar(select(SourceRecord.id).where(text(PENDING_SQL)).limit(1)) is not None
 
 
 def _cpu_seconds(worker_pids: list[int]) -> dict:

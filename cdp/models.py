@@ -134,15 +134,26 @@ class Profile(Base):
     records: Mapped[list["SourceRecord"]] = relationship(back_populates="profile")
 
 
+# The records waiting for resolution, written out as SQL in queries too (a
+# bound 'pending' would keep a generic plan off the partial index).
+PENDING_SQL = "status = 'pending'"
+
+
 class SourceRecord(Base):
     """One record of one source, current version. (source, external_key) is
     unique; external_key is a keyed hash because source ids are sometimes
     personal (a CPF used as customer code)."""
 
     __tablename__ = "source_records"
-    __table_args__ = (UniqueConstraint("source", "external_key"),)
+    __table_args__ = (
+        UniqueConstraint("source", "external_key"),  # also the index of a source's records
+        # Only the pending records, in the order the pending sweep reads them:
+        # a link update (status 'resolved') then writes no entry here.
+        Index("ix_source_records_pending", "received_at", "id",
+              postgresql_where=text(PENDING_SQL), sqlite_where=text(PENDING_SQL)),
+    )
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    source: Mapped[str] = mapped_column(ForeignKey("sources.name"), index=True)
+    source: Mapped[str] = mapped_column(ForeignKey("sources.name"))
     external_key: Mapped[bytes] = mapped_column(LargeBinary(32))
     external_id_ct: Mapped[bytes] = mapped_column(LargeBinary)
     key_id: Mapped[str] = mapped_column(ForeignKey("data_keys.id"), index=True)
@@ -153,7 +164,7 @@ class SourceRecord(Base):
     # The payload's matching features (identity.features.seal), same key: read
     # instead of the payload by resolution (NULL before release 0013: from the payload).
     features_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
-    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)  # pending | resolved
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | resolved | blocked
     # identity.features.KEYS_VERSION its identifier rows were derived with (0: unknown, re-derive).
     keys_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Why this record belongs to its profile (rule name), for audits.
@@ -165,7 +176,9 @@ class SourceRecord(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     profile: Mapped[Profile | None] = relationship(back_populates="records")
-    identifiers: Mapped[list["Identifier"]] = relationship(cascade="all, delete-orphan", back_populates="record")
+    identifiers: Mapped[list["Identifier"]] = relationship(
+        cascade="all, delete-orphan", back_populates="record",
+        primaryjoin="SourceRecord.id == foreign(Identifier.record_id)")
 
 
 class RecordVersion(Base):
@@ -202,12 +215,17 @@ class Identifier(Base):
               postgresql_where=text(VALID_CPF_SQL), sqlite_where=text(VALID_CPF_SQL)),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    record_id: Mapped[str] = mapped_column(ForeignKey("source_records.id"), index=True)
+    # No foreign key: ten rows a record, and the server checked each against
+    # `source_records` (a fifth of the cost of storing them). The rows are
+    # written only with their record, in its transaction (cdp.ingest), and
+    # deleted before it (consent.erasure, cdp.ingest, identity.rebuild).
+    record_id: Mapped[str] = mapped_column(String(36), index=True)
     kind: Mapped[str] = mapped_column(String(64))
     blind_index: Mapped[bytes] = mapped_column(LargeBinary(16))
     strong: Mapped[bool] = mapped_column(Boolean, default=True)
 
-    record: Mapped[SourceRecord] = relationship(back_populates="identifiers")
+    record: Mapped[SourceRecord] = relationship(back_populates="identifiers",
+                                                primaryjoin="SourceRecord.id == foreign(Identifier.record_id)")
 
 
 class Event(Base):

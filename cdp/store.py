@@ -207,14 +207,15 @@ def among(session: Session, column, values):
     return column.in_(bindparam(None, values, type_=column.type, expanding=True))
 
 
-# Rows resolved since the planner statistics were last refreshed, and the
-# table size then, per database (process-local: each worker keeps its own).
-_GROWTH: dict[str, list[int]] = {}
 _AUTOVACUUM: dict[str, bool] = {}
 STATISTICS_TABLES = ("source_records", "identifiers", "profiles", "events", "profile_metrics")
+STATISTICS_LOCK_ID = 0x43445332  # "CDP2": one process refreshes at a time
+# Identifier rows (about ten a record) inserted since `identifiers` was last
+# vacuumed, below which statistics are not refreshed whatever the base's size.
+MIN_GROWTH = 20_000
 
 
-def keep_statistics_fresh(runtime: "Runtime", new_rows: int) -> bool:
+def keep_statistics_fresh(runtime: "Runtime") -> bool:
     """PostgreSQL plans lookups from table statistics that autovacuum keeps
     fresh. On a server running without autovacuum, a bulk load leaves them
     describing near-empty tables and the blind-index lookups turn into
@@ -222,26 +223,39 @@ def keep_statistics_fresh(runtime: "Runtime", new_rows: int) -> bool:
     There, refresh them ourselves each time the data has grown by a fifth,
     and vacuum `identifiers` too: its covering index answers the holder
     lookups alone only for pages the visibility map marks all-visible,
-    which autovacuum would otherwise do. Returns whether it ran."""
+    which autovacuum would otherwise do. Growth is read from the server's
+    own counters, so several workers refresh once between them, not once
+    each. Returns whether it ran."""
     url = runtime.settings.database_url
     if not url.startswith("postgresql"):
         return False
     engine = get_engine(url)
-    if url not in _AUTOVACUUM:
-        with engine.connect() as conn:
-            _AUTOVACUUM[url] = conn.exec_driver_sql("SHOW autovacuum").scalar() == "on"
-    if _AUTOVACUUM[url]:
-        return False
-    since, base = _GROWTH.setdefault(url, [0, 0])
-    since += new_rows
-    if since < max(2000, base // 5):
-        _GROWTH[url][0] = since
-        return False
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:  # VACUUM cannot run in a transaction
-        conn.exec_driver_sql("VACUUM (ANALYZE) identifiers")
-        conn.exec_driver_sql("ANALYZE " + ", ".join(t for t in STATISTICS_TABLES if t != "identifiers"))
-        base = conn.exec_driver_sql("SELECT count(*) FROM source_records").scalar()
-    _GROWTH[url] = [0, base]
+        if url not in _AUTOVACUUM:
+            _AUTOVACUUM[url] = conn.exec_driver_sql("SHOW autovacuum").scalar() == "on"
+        if _AUTOVACUUM[url]:
+            return False
+
+        def grown() -> bool:
+            rows, size = conn.exec_driver_sql(
+                "SELECT s.n_ins_since_vacuum, greatest(c.reltuples, 0) FROM pg_stat_user_tables s "
+                "JOIN pg_class c ON c.oid = s.relid WHERE s.relid = 'identifiers'::regclass").one()
+            return rows >= max(MIN_GROWTH, size / 5)
+
+        if not grown() or not conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({STATISTICS_LOCK_ID})").scalar():
+            return False
+        try:
+            if not grown():  # refreshed by another process since
+                return False
+            # A quarter of the default sample (7,500 rows a table, not 30,000):
+            # resolution's plans need table sizes and key spreads, not fine
+            # histograms, and these refreshes recur as the base grows.
+            conn.exec_driver_sql("SET default_statistics_target = 25")
+            conn.exec_driver_sql("VACUUM (ANALYZE) identifiers")
+            conn.exec_driver_sql("ANALYZE " + ", ".join(t for t in STATISTICS_TABLES if t != "identifiers"))
+        finally:
+            conn.exec_driver_sql("RESET default_statistics_target")
+            conn.exec_driver_sql(f"SELECT pg_advisory_unlock({STATISTICS_LOCK_ID})")
     return True
 
 

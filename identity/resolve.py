@@ -27,8 +27,8 @@ from sqlalchemy.orm import Session, load_only
 from sqlalchemy.orm.attributes import set_committed_value
 
 from cdp import crypto
-from cdp.models import (VALID_CPF_SQL, CannotLink, Event, Identifier, IdentifierKind, MergeEvent, Profile, Source,
-                        SourceRecord, new_id, utcnow)
+from cdp.models import (PENDING_SQL, VALID_CPF_SQL, CannotLink, Event, Identifier, IdentifierKind, MergeEvent, Profile,
+                        Source, SourceRecord, new_id, utcnow)
 from cdp.store import KeyStore, Runtime, among, keep_statistics_fresh, update_rows
 from identity import features as features_mod
 from identity import golden as golden_mod
@@ -584,25 +584,31 @@ class Resolver:
         parts = [records[i:i + LOOKAHEAD_PART] for i in range(0, len(records), LOOKAHEAD_PART)]
         decisions: list[Decision] = []
         ahead = Lookahead(self.session, self._has_features)
-        try:
-            if parts:
-                ahead.submit(self._keys_to_look_up(parts[0]))
-            self.keys.preload([r.key_id for r in records])
-            for record in records:
-                payload = decrypt_payload(self.keys, record)
-                self._incoming[record.id] = (payload, features_of(self.keys, record.id, record.version, record.key_id,
-                                                                       record.payload_ct, payload, record.features_ct))
-            for number, part in enumerate(parts):
-                found, feature_rows = ahead.result()
-                if number + 1 < len(parts):
-                    ahead.submit(self._keys_to_look_up(parts[number + 1]))
-                self._prefetch(part, found, feature_rows)
-                with self.session.no_autoflush:
+        # No autoflush until the write-back's own flush: a profile created in
+        # one part would be inserted by the next part's queries without its
+        # golden record, then updated with it (two writes instead of one).
+        # Nothing read meanwhile needs it stored: this chunk's links and
+        # profiles live in memory and win over the stored ones.
+        with self.session.no_autoflush:
+            try:
+                if parts:
+                    ahead.submit(self._keys_to_look_up(parts[0]))
+                self.keys.preload([r.key_id for r in records])
+                for record in records:
+                    payload = decrypt_payload(self.keys, record)
+                    self._incoming[record.id] = (payload, features_of(self.keys, record.id, record.version,
+                                                                           record.key_id, record.payload_ct, payload,
+                                                                           record.features_ct))
+                for number, part in enumerate(parts):
+                    found, feature_rows = ahead.result()
+                    if number + 1 < len(parts):
+                        ahead.submit(self._keys_to_look_up(parts[number + 1]))
+                    self._prefetch(part, found, feature_rows)
                     self._load_likely_profiles(part)
                     decisions.extend(self._resolve_one(r) for r in part)
-        finally:
-            ahead.close()
-        self._write_back([r.id for r in records])
+            finally:
+                ahead.close()
+            self._write_back([r.id for r in records])
         return decisions
 
     def resolve(self, record: SourceRecord) -> Decision:
@@ -959,12 +965,12 @@ def resolve_records(runtime: Runtime, record_ids: list[str], progress=None) -> l
     from activation.metrics import refresh_profiles  # derived traits of the touched profiles (docs/metrics.md)
 
     refresh_profiles(runtime, [pid for d in decisions for pid in (d.profile_id, *d.merged)])
-    keep_statistics_fresh(runtime, len(record_ids))
+    keep_statistics_fresh(runtime)
     return decisions
 
 
 def pending_record_ids(runtime: Runtime) -> list[str]:
     with runtime.session() as session:
         return list(session.scalars(
-            select(SourceRecord.id).where(SourceRecord.status == "pending").order_by(SourceRecord.received_at, SourceRecord.id)
+            select(SourceRecord.id).where(text(PENDING_SQL)).order_by(SourceRecord.received_at, SourceRecord.id)
         ))

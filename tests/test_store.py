@@ -25,34 +25,63 @@ def test_among_selects_like_in_on_both_backends(any_runtime):
 
 def test_statistics_are_refreshed_after_growth_when_autovacuum_is_off(tmp_path, pg_database):
     """Where the server runs autovacuum the function leaves it to the server;
-    where it does not (this machine's PostgreSQL), it analyzes after growth."""
+    where it does not (this machine's PostgreSQL), it analyzes after growth,
+    read from the server's counters: what any process inserted counts, and
+    once refreshed, a second caller finds nothing to do."""
+    import time
+    from datetime import datetime, timezone
+
     from sqlalchemy import text
 
     from cdp import store
+    from cdp.models import Identifier, SourceRecord, new_id
     from tests.conftest import make_runtime, make_settings
 
     runtime = make_runtime(make_settings(tmp_path / "instance", pg_database))
     with runtime.session() as session:
         autovacuum = session.execute(text("SHOW autovacuum")).scalar() == "on"
-    assert store.keep_statistics_fresh(runtime, 10) is False  # too little growth either way
-    ran = store.keep_statistics_fresh(runtime, 5000)
+    assert store.keep_statistics_fresh(runtime) is False  # nothing stored yet either way
+
+    at = datetime(2026, 12, 7, tzinfo=timezone.utc)
+    with runtime.session() as session:  # a record with more identifier rows than the minimum growth
+        ensure_source(session, "loja")
+        keys = runtime.keys(session)
+        key_id, _ = keys.create(bulk=True)
+        keys.write_pending()
+        rid = new_id()
+        store.insert_rows(session, SourceRecord.__table__, [dict(
+            id=rid, source="loja", external_key=b"k" * 32, external_id_ct=b"ct", key_id=key_id, profile_id=None,
+            version=1, content_hash=b"h" * 32, payload_ct=b"p", status="pending", link_rule=None, link_details=None,
+            observed_at=at, received_at=at, updated_at=at)])
+        store.insert_rows(session, Identifier.__table__, [
+            {"record_id": rid, "kind": "bk:nm", "blind_index": n.to_bytes(4, "big"), "strong": False}
+            for n in range(store.MIN_GROWTH + 10)])
+        session.execute(text("SELECT pg_stat_force_next_flush()"))  # counters reach the server at commit
+    deadline = time.monotonic() + 15
+    with runtime.session() as session:
+        while session.execute(text(
+                "SELECT n_ins_since_vacuum FROM pg_stat_user_tables WHERE relname = 'identifiers'")).scalar() \
+                < store.MIN_GROWTH and time.monotonic() < deadline:
+            session.rollback()  # a new snapshot of the counters
+            time.sleep(0.2)
+
+    ran = store.keep_statistics_fresh(runtime)
     assert ran is (not autovacuum)
     if ran:
         with runtime.session() as session:
-            # reltuples is -1 until a table is first analyzed (PostgreSQL 14+).
-            analyzed = session.execute(text("SELECT reltuples >= 0 FROM pg_class WHERE relname = 'identifiers'")).scalar()
+            analyzed = session.execute(text("SELECT reltuples > 0 FROM pg_class WHERE relname = 'identifiers'")).scalar()
             # Vacuumed too: only then may the covering index answer holder lookups alone.
             vacuumed = session.execute(text(
                 "SELECT last_vacuum IS NOT NULL FROM pg_stat_user_tables WHERE relname = 'identifiers'")).scalar()
         assert analyzed is True
         assert vacuumed is True
-        assert store.keep_statistics_fresh(runtime, 10) is False  # counted from zero again
+        assert store.keep_statistics_fresh(runtime) is False  # done: counted from zero again
 
 
 def test_statistics_refresh_is_a_no_op_on_sqlite(runtime):
     from cdp import store
 
-    assert store.keep_statistics_fresh(runtime, 1_000_000) is False
+    assert store.keep_statistics_fresh(runtime) is False
 
 
 def test_insert_rows_and_update_rows_round_trip_on_both_backends(any_runtime):

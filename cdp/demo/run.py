@@ -8,13 +8,13 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from tqdm import tqdm
 
 from cdp import migrate
 from cdp.config import Settings
 from cdp.crypto import Keyring
-from cdp.models import MergeEvent, Profile, SourceRecord
+from cdp.models import PENDING_SQL, MergeEvent, Profile, SourceRecord
 from cdp.store import Runtime
 
 
@@ -216,7 +216,7 @@ class _AppServer:
 
 def _pending(runtime: Runtime) -> int:
     with runtime.session() as session:
-        return session.scalar(select(func.count()).select_from(SourceRecord).where(SourceRecord.status == "pending"))
+        return session.scalar(select(func.count()).select_from(SourceRecord).where(text(PENDING_SQL)))
 
 
 def _wait_for_workers(runtime: Runtime, quiet: bool, timeout: float = 1800) -> str:

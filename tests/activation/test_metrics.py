@@ -240,3 +240,28 @@ def test_a_chunk_refresh_looks_its_profiles_up_never_scans_the_base(runtime):
     assert any("events" in p for p in touching) and any("profiles" in p for p in touching)
     # Looked up by profile id ("(profile_id=?" on events, "(id=?)" on profiles), not by a type or status.
     assert all("(profile_id=?" in p or "(id=?)" in p for p in touching), touching
+
+
+def test_ltv_written_with_the_rows_equals_postgresqls_own_computation(pg_server):
+    """Touched profiles get their LTV computed in Python as the rows are
+    written; the base-wide pass computes it in SQL. Both must agree to the
+    cent, ties included (PostgreSQL keeps 15 significant digits of a float,
+    then rounds half away from zero)."""
+    import random
+
+    import psycopg
+
+    from activation.metrics import ltv
+
+    rng = random.Random(7)
+    cases = [(Decimal("1.005"), 1.0, 1.0), (Decimal("0.125"), 1.0, 1.0), (Decimal("-2.675"), 1.0, 1.0),
+             (Decimal("200.00"), 3.0, 140.6 / 365), (Decimal("10.00"), 0.0, 0.5)]
+    cases += [(Decimal(rng.randrange(-50_000, 5_000_000)) / 100, round(rng.uniform(0.01, 60), 6), rng.uniform(0, 12))
+              for _ in range(3000)]
+    with psycopg.connect(pg_server) as conn:
+        sql = [conn.execute("SELECT CAST(CAST(%s::numeric AS FLOAT) * %s::float8 * %s::float8 AS NUMERIC(14, 2))",
+                            case).fetchone()[0] for case in cases]
+    python = [ltv(*case) for case in cases]
+    assert python == sql
+    assert python[:3] == [Decimal("1.01"), Decimal("0.13"), Decimal("-2.68")]  # ties away from zero
+    assert ltv(None, None, 1.0) is None

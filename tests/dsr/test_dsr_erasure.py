@@ -81,6 +81,8 @@ def test_after_deletion_nothing_decrypts_nothing_matches_nothing_comes_back(any_
         profile = session.get(Profile, pid)
         assert (profile.status, profile.golden_ct, profile.provenance, profile.record_count) == ("deleted", None, {}, 0)
         assert session.scalar(select(func.count()).select_from(SourceRecord)) == 0
+        # No foreign key keeps identifier rows from outliving their records: erasure must delete them.
+        assert session.scalar(select(func.count()).select_from(Identifier)) == 0
         assert session.scalar(select(func.count()).select_from(Event)) == 0
         assert session.scalar(select(func.count()).select_from(RecordVersion)) == 0
     assert blind_index_hits(any_runtime, VICTIM) == 0
