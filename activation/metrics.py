@@ -253,14 +253,12 @@ def refresh_scores(session: Session) -> None:
     update_ltv(session)
 
 
-def update_ltv(session: Session, profile_ids: list[str] | None = None) -> None:
-    """LTV of these profiles (all when None) with the base's current average lifetime."""
+def update_ltv(session: Session) -> None:
+    """Every buyer's LTV with the base's current average lifetime (the
+    base-wide pass; a recompute writes its rows' LTV with `ltv`)."""
     pm = ProfileMetrics.__table__
     lifetime_years = average_lifetime_years(session)
-    query = update(pm).where(pm.c.purchase_count > 0)
-    if profile_ids is not None:
-        query = query.where(among(session, pm.c.profile_id, profile_ids))
-    session.execute(query.values(
+    session.execute(update(pm).where(pm.c.purchase_count > 0).values(
         ltv=cast(cast(pm.c.average_order_value, Float) * pm.c.purchase_frequency * lifetime_years, Numeric(14, 2))))
 
 

@@ -229,12 +229,14 @@ def keep_statistics_fresh(runtime: "Runtime") -> bool:
     url = runtime.settings.database_url
     if not url.startswith("postgresql"):
         return False
+    if _AUTOVACUUM.get(url):
+        return False  # known to be the server's job: no connection taken (this runs after every job)
     engine = get_engine(url)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:  # VACUUM cannot run in a transaction
         if url not in _AUTOVACUUM:
             _AUTOVACUUM[url] = conn.exec_driver_sql("SHOW autovacuum").scalar() == "on"
-        if _AUTOVACUUM[url]:
-            return False
+            if _AUTOVACUUM[url]:
+                return False
 
         def grown() -> bool:
             rows, size = conn.exec_driver_sql(
