@@ -21,7 +21,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from cdp import crypto
-from cdp.models import Event, Identifier, IdentifierKind, RecordVersion, Source, SourceRecord, new_id, utcnow
+from cdp.models import Event, Identifier, IdentifierKind, RecordVersion, Source, SourceRecord, new_ordered_id, utcnow
 from cdp.store import KeyStore, Runtime, among, insert_rows
 from identity import normalize as norm
 from identity.features import KEYS_VERSION, Features, blocking_keys, from_payload, seal
@@ -247,7 +247,7 @@ class Ingestor:
     def _insert(self, external_id, external_key, digest, payload, observed_at) -> "_Written":
         """Queue the rows of a new record; written in bulk by _write_rows (the
         ORM unit of work costs more than everything else per record)."""
-        record_id = new_id()
+        record_id = new_ordered_id()
         key_id, dek = self.keys.create(bulk=True)
         now = utcnow()
         features_ct = self._derived_rows(record_id, None, dek, payload)
@@ -311,7 +311,7 @@ class Ingestor:
         features = from_payload(payload)
         self._rows["identifiers"].extend(identifier_rows(self.keyring, record_id, payload, features))
         for ev in payload["events"]:
-            event_id = new_id()
+            event_id = new_ordered_id()
             self._rows["events"].append(dict(
                 id=event_id,
                 record_id=record_id,

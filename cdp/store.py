@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cdp import crypto
 from cdp.config import Settings
-from cdp.models import DataKey, new_id, utcnow
+from cdp.models import DataKey, new_ordered_id, utcnow
 
 
 @lru_cache(maxsize=8)
@@ -94,7 +94,7 @@ class KeyStore:
         """A new data key. With bulk=True the row is queued for write_pending()
         (one executemany for a whole batch of records). key_id: when the key
         belongs to something that already has an id (a rebuild's run)."""
-        key_id = key_id or new_id()
+        key_id = key_id or new_ordered_id()
         dek = crypto.new_data_key()
         kek_id, wrapped = self.keyring.wrap(key_id, dek)
         if bulk:

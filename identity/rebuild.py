@@ -41,7 +41,7 @@ from sqlalchemy.sql import operators
 from sqlalchemy.sql.expression import UnaryExpression
 
 from cdp import crypto
-from cdp.models import VALID_CPF_SQL, CannotLink, Event, Identifier, MergeEvent, Profile, SourceRecord, new_id, utcnow
+from cdp.models import VALID_CPF_SQL, CannotLink, Event, Identifier, MergeEvent, Profile, SourceRecord, new_ordered_id, utcnow
 from cdp.store import KeyStore, Runtime, among, insert_rows, tune_gc, update_rows
 from identity.features import KEYS_VERSION, Features
 from identity.models import LabelledPair, RebuildEdge, RebuildFeature, RebuildKey, ReviewItem
@@ -485,7 +485,7 @@ def apply_clusters(runtime: Runtime, run: str, order: list[str], roots: array, l
         for root in sorted(members, key=lambda r: (-len(members[r]), r)):
             votes = Counter(current.get(order[i]) for i in members[root] if current.get(order[i]))
             pick = next((pid for pid, _ in votes.most_common() if pid not in claimed), None)
-            assignment[root] = pick or new_id()
+            assignment[root] = pick or new_ordered_id()
             claimed.add(assignment[root])
         touched: set[str] = set()  # profiles that gain or lose records
         for i, rid in enumerate(order):

@@ -28,7 +28,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from cdp import crypto
 from cdp.models import (PENDING_SQL, VALID_CPF_SQL, CannotLink, Event, Identifier, IdentifierKind, MergeEvent, Profile,
-                        Source, SourceRecord, new_id, utcnow)
+                        Source, SourceRecord, new_ordered_id, utcnow)
 from cdp.store import KeyStore, Runtime, among, keep_statistics_fresh, update_rows
 from identity import features as features_mod
 from identity import golden as golden_mod
@@ -721,7 +721,7 @@ class Resolver:
 
     def _new_profile(self) -> Profile:
         key_id, _ = self.keys.create()
-        profile = Profile(id=new_id(), key_id=key_id, provenance={}, record_count=0, status="active",
+        profile = Profile(id=new_ordered_id(), key_id=key_id, provenance={}, record_count=0, status="active",
                           created_at=utcnow())
         self.session.add(profile)
         self._profiles[profile.id] = profile

@@ -111,3 +111,16 @@ def test_normalized_forms_are_stored(runtime):
     assert values == {"email": "ana@example.com", "phone": "+5511987654321", "cpf": "52998224725"}
     assert payload["traits"]["postal_code"] == "01310100"
     assert payload["traits"]["birth_date"] == "1990-05-17"
+
+
+def test_record_ids_and_their_keys_follow_the_order_of_ingest(any_runtime):
+    # Time-ordered ids put new rows at the right end of the indexes on them
+    # (a random id wrote all over them); later batches get larger ids.
+    first = ingest_batch(any_runtime, "erp", [record(external_id=str(n), email=f"p{n}@example.com") for n in range(50)])
+    second = ingest_batch(any_runtime, "erp", [record(external_id="later", email="later@example.com")])
+    ids = first.record_ids + second.record_ids
+    assert ids == sorted(ids) and len(set(ids)) == 51
+    with any_runtime.session() as s:
+        key_of = dict(s.execute(select(SourceRecord.id, SourceRecord.key_id)).all())
+    keys = [key_of[rid] for rid in ids]
+    assert keys == sorted(keys)
