@@ -113,9 +113,50 @@ def test_insert_rows_and_update_rows_round_trip_on_both_backends(any_runtime):
     with any_runtime.session() as session:
         rows = {r.id: r for r in session.scalars(select(SourceRecord).where(SourceRecord.id.in_(ids)))}
         assert rows[ids[0]].link_rule == "same_cpf"
+        assert rows[ids[0]].updated_at == at  # a column the update did not name keeps its value
         assert rows[ids[0]].link_details == {"matched_record": ids[1], "p": 0.5}
         assert rows[ids[0]].status == rows[ids[1]].status == "resolved"
         assert rows[ids[1]].link_details is None and rows[ids[2]].status == "pending"
         assert rows[ids[2]].observed_at == at and rows[ids[2]].payload_ct == b"\x01\x02"
         idents = sorted(session.execute(select(Identifier.kind, Identifier.blind_index, Identifier.strong)).all())
         assert idents == [("bk:nm", b"\x10", False), ("email", b"\x00\xffbi", True)]
+
+
+def test_update_rows_past_one_statement_converts_every_type(any_runtime):
+    """More rows than one statement takes (500), a NULL in the first row, a
+    column of NULLs only, bytes, JSON and aware datetimes: each row gets its
+    own values."""
+    from datetime import datetime, timedelta, timezone
+
+    from cdp.models import SourceRecord, new_id
+    from cdp.store import insert_rows, update_rows
+
+    at = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
+    n = 1203
+    ids = [new_id() for _ in range(n)]
+    with any_runtime.session() as session:
+        ensure_source(session, "loja")
+        keys = any_runtime.keys(session)
+        key_id, _ = keys.create(bulk=True)
+        keys.write_pending()
+        insert_rows(session, SourceRecord.__table__, [dict(
+            id=rid, source="loja", external_key=i.to_bytes(32, "big"), external_id_ct=b"ct", key_id=key_id,
+            profile_id=None, version=1, content_hash=b"h" * 32, payload_ct=b"p", status="pending",
+            link_rule=None, link_details=None, observed_at=at, received_at=at, updated_at=at)
+            for i, rid in enumerate(ids)])
+    with any_runtime.session() as session:
+        update_rows(session, SourceRecord.__table__, [
+            {"id": rid, "version": i + 2, "profile_id": None, "features_ct": None,
+             "content_hash": bytes([i % 256]) * 3,
+             "link_details": None if i == 0 else {"n": i}, "updated_at": at + timedelta(seconds=i)}
+            for i, rid in enumerate(ids)])
+    with any_runtime.session() as session:
+        got = {r.id: r for r in session.scalars(select(SourceRecord))}
+    for i, rid in enumerate(ids):
+        row = got[rid]
+        assert row.version == i + 2
+        assert row.features_ct is None
+        assert row.content_hash == bytes([i % 256]) * 3
+        assert row.link_details == (None if i == 0 else {"n": i})
+        assert row.updated_at == at + timedelta(seconds=i)
+        assert row.status == "pending" and row.payload_ct == b"p" and row.profile_id is None
