@@ -75,6 +75,8 @@ def main() -> None:
             per_round = -(-len(rows) // args.rounds)
             print(f"{len(rows)} records from {args.people} people, {args.rounds} rounds, "
                   f"{'in-process' if args.in_process else f'ingest process + {args.workers} rq worker(s)'}, PostgreSQL")
+            with psycopg.connect(args.pg) as conn:  # the server's settings decide much of a large base's speed
+                print("server: " + ", ".join(f"{name} {conn.execute(f'SHOW {name}').fetchone()[0]}" for name in SERVER_SETTINGS))
             total_t = 0.0
             for r in range(args.rounds):
                 part = rows[r * per_round:(r + 1) * per_round]
@@ -103,6 +105,9 @@ def main() -> None:
                 w.kill()
         with psycopg.connect(args.pg, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+SERVER_SETTINGS = ("server_version", "shared_buffers", "max_wal_size", "checkpoint_timeout", "autovacuum")
 
 
 def _pending(runtime) -> bool:

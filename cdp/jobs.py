@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from functools import lru_cache
 
-from cdp.store import Runtime
+from cdp.store import Runtime, get_engine, server_advice
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,8 @@ def run_worker(runtime: Runtime, burst: bool = False, with_scheduler: bool = Tru
     if not runtime.settings.redis_url:
         raise SystemExit("error: REDIS_URL is not set; without it jobs run in-process and no worker is needed")
     conn = redis_connection(runtime.settings.redis_url)
+    for advice in server_advice(get_engine(runtime.settings.database_url)):
+        log.warning(advice)
     # Forking a fresh process per job isolates jobs; not forking keeps the
     # worker's in-memory caches (features of recently seen records, unwrapped
     # keys) warm from one resolution job to the next, for ingest-heavy loads.

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Iterator
 
-from sqlalchemy import JSON, any_, bindparam, create_engine, event, insert, select, update
+from sqlalchemy import JSON, any_, bindparam, create_engine, event, insert, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -205,6 +205,34 @@ def among(session: Session, column, values):
     if session.get_bind().dialect.name == "postgresql":
         return column == any_(bindparam(None, values, type_=ARRAY(column.type)))
     return column.in_(bindparam(None, values, type_=column.type, expanding=True))
+
+
+# PostgreSQL's defaults suit a laptop: with them a base of a million records
+# spent most of the server's time moving pages between its 128 MB of buffers
+# and the OS, and checkpointed every half minute (README, "PostgreSQL
+# settings"). Below these, a worker says so when it starts.
+SERVER_MINIMUMS = {
+    "shared_buffers": (1 << 30, "a quarter of the server's memory"),
+    "max_wal_size": (4 << 30, "fewer checkpoints, each writing less"),
+}
+_UNITS = {"B": 1, "kB": 1 << 10, "8kB": 8 << 10, "MB": 1 << 20, "GB": 1 << 30}
+
+
+def server_advice(engine: Engine) -> list[str]:
+    """One line per setting of this PostgreSQL server below SERVER_MINIMUMS
+    (none on SQLite), naming the setting, its value and what to set."""
+    if engine.dialect.name != "postgresql":
+        return []
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT name, setting, unit FROM pg_settings WHERE name = ANY(:names)"),
+                            {"names": list(SERVER_MINIMUMS)}).all()
+    return settings_advice({name: int(setting) * _UNITS.get(unit or "B", 1) for name, setting, unit in rows})
+
+
+def settings_advice(values: dict[str, int]) -> list[str]:
+    return [f"PostgreSQL {name} is {values[name] >> 20} MB: set at least {minimum >> 30} GB ({why}) for a base "
+            f"past a few hundred thousand records (README, 'PostgreSQL settings')"
+            for name, (minimum, why) in SERVER_MINIMUMS.items() if name in values and values[name] < minimum]
 
 
 _AUTOVACUUM: dict[str, bool] = {}

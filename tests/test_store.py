@@ -160,3 +160,29 @@ def test_update_rows_past_one_statement_converts_every_type(any_runtime):
         assert row.link_details == (None if i == 0 else {"n": i})
         assert row.updated_at == at + timedelta(seconds=i)
         assert row.status == "pending" and row.payload_ct == b"p" and row.profile_id is None
+
+
+def test_settings_advice_names_each_setting_below_its_minimum():
+    from cdp.store import settings_advice
+
+    advice = settings_advice({"shared_buffers": 128 << 20, "max_wal_size": 8 << 30})
+    assert len(advice) == 1
+    assert advice[0].startswith("PostgreSQL shared_buffers is 128 MB: set at least 1 GB")
+    assert settings_advice({"shared_buffers": 6 << 30, "max_wal_size": 4 << 30}) == []
+    assert [a.split()[1] for a in settings_advice({"shared_buffers": 1, "max_wal_size": 1})] == [
+        "shared_buffers", "max_wal_size"]
+
+
+def test_server_advice_reads_the_servers_own_values(any_runtime):
+    from sqlalchemy import text
+
+    from cdp.store import SERVER_MINIMUMS, get_engine, server_advice, settings_advice
+
+    engine = get_engine(any_runtime.settings.database_url)
+    if engine.dialect.name == "sqlite":
+        assert server_advice(engine) == []
+        return
+    with engine.connect() as conn:  # the server's own parsing of sizes, not ours
+        values = {name: conn.execute(text(f"SELECT pg_size_bytes(current_setting('{name}'))")).scalar()
+                  for name in SERVER_MINIMUMS}
+    assert server_advice(engine) == settings_advice(values)

@@ -23,6 +23,7 @@ from sqlalchemy import func, select
 from cdp import jobs
 from cdp.ingest import ingest_batch
 from cdp.models import Profile, SourceRecord
+from cdp.store import get_engine, server_advice
 from tests.conftest import make_runtime, make_settings
 from identity.normalize import normalize_cpf, normalize_email, normalize_name, normalize_phone
 
@@ -244,6 +245,11 @@ def test_separate_worker_process_resolves_queued_records(tmp_path, backend, redi
     conn = jobs.queue(runtime).connection
     assert {Job.fetch(j, connection=conn).get_status() for j in job_ids} == {JobStatus.FINISHED}
     assert _pii_in(worker.stdout.encode() + worker.stderr.encode()) == []
+    # A worker names the server settings a large base needs (none on SQLite).
+    advice = server_advice(get_engine(runtime.settings.database_url))
+    said = [line for line in worker.stderr.splitlines() if "'PostgreSQL settings'" in line]
+    assert len(said) == len(advice) and all(a in line for a, line in zip(advice, said))
+    assert backend or advice == []
 
 
 def test_failing_job_ends_in_failed_registry_without_personal_data(tmp_path, rq_runtime, worker_env, queue_name):
