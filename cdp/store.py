@@ -216,7 +216,6 @@ SERVER_MINIMUMS = {
     "shared_buffers": (1 << 30, "a quarter of the server's memory"),
     "max_wal_size": (4 << 30, "fewer checkpoints, each writing less"),
 }
-_UNITS = {"B": 1, "kB": 1 << 10, "8kB": 8 << 10, "MB": 1 << 20, "GB": 1 << 30}
 
 
 def server_advice(engine: Engine) -> list[str]:
@@ -225,9 +224,10 @@ def server_advice(engine: Engine) -> list[str]:
     if engine.dialect.name != "postgresql":
         return []
     with engine.connect() as conn:
-        rows = conn.execute(text("SELECT name, setting, unit FROM pg_settings WHERE name = ANY(:names)"),
-                            {"names": list(SERVER_MINIMUMS)}).all()
-    return settings_advice({name: int(setting) * _UNITS.get(unit or "B", 1) for name, setting, unit in rows})
+        # In bytes, as the server itself reads its units (8kB pages, MB, ...).
+        values = {name: conn.execute(text("SELECT pg_size_bytes(current_setting(:name))"), {"name": name}).scalar()
+                  for name in SERVER_MINIMUMS}
+    return settings_advice(values)
 
 
 def settings_advice(values: dict[str, int]) -> list[str]:
